@@ -1,0 +1,3 @@
+"""Kapsa: run apps from Git on Kubernetes."""
+
+__version__ = "0.1.0"

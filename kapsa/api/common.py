@@ -1,0 +1,135 @@
+"""Pieces every kind shares: metadata, conditions, references, durations."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "kapsa.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Go-style durations as users write them for Kubernetes: `90s`, `5m`, `168h`, `1h30m`.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: An RFC 1123 label: what a Kubernetes object name inside a host must be.
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+#: An RFC 1123 subdomain, at least two labels: a domain hosts are allocated under.
+DNS_DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$"
+
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`1h30m` -> 90 minutes. The schema has already rejected anything else."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 168h)")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    return timedelta(seconds=seconds)
+
+
+class Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields kept out (the API prunes)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_enum_values=True
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The object as the API server stores it: camelCase, no unset optionals."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class Phase(StrEnum):
+    """Where a Project or an Environment stands; the states of its machine."""
+
+    PENDING = "Pending"
+    BUILDING = "Building"
+    DEPLOYING = "Deploying"
+    RUNNING = "Running"
+    FAILED = "Failed"
+    EXPIRING = "Expiring"
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(Model):
+    """One aspect of an object's state, as the Kubernetes API conventions define it."""
+
+    type: str = Field(description="What this condition is about, e.g. Ready or BuildSucceeded.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(default="", description="A CamelCase word for programs and alerts.")
+    message: str = Field(default="", description="What happened, for people.")
+    last_transition_time: str | None = Field(
+        default=None, description="When status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        default=None, description="The metadata.generation this condition was computed from."
+    )
+
+
+class NameRef(Model):
+    name: str = Field(min_length=1, description="The referenced object's name.")
+
+
+class NamespacedRef(Model):
+    name: str = Field(min_length=1, description="The referenced object's name.")
+    namespace: str | None = Field(
+        default=None,
+        description="Its namespace; defaults to the namespace Kapsa runs in (kapsa-system).",
+    )
+
+
+class ObjectMeta(Model):
+    """The part of metadata Kapsa reads; the rest passes through untouched."""
+
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    resource_version: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
+    creation_timestamp: str | None = None
+
+
+SpecT = TypeVar("SpecT", bound=Model)
+StatusT = TypeVar("StatusT", bound=Model)
+
+
+class Resource(Model, Generic[SpecT, StatusT]):
+    """A custom resource: the class variables tell the CRD generator how to register it."""
+
+    kind_name: ClassVar[str]
+    plural: ClassVar[str]
+    short_names: ClassVar[tuple[str, ...]] = ()
+    scope: ClassVar[Literal["Cluster", "Namespaced"]]
+    categories: ClassVar[tuple[str, ...]] = ("kapsa",)
+    #: (name, type, jsonPath, description) rows for `kubectl get`.
+    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = ()
+
+    api_version: str = API_VERSION
+    kind: str = ""
+    metadata: ObjectMeta
+    spec: SpecT
+    status: StatusT | None = None
+
+
+def condition_list_field(description: str = "The latest observations of the object's state.") -> Any:
+    """`conditions`, a list keyed by type (the generator marks it as a map)."""
+    return Field(default_factory=list, description=description, json_schema_extra=MAP_BY_TYPE)
+
+
+MAP_BY_TYPE: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
+MAP_BY_NAME: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}

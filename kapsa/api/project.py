@@ -1,0 +1,202 @@
+"""Project: a Git repository and the environments it runs in (cluster-scoped)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from kapsa.api.common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    MAP_BY_NAME,
+    Condition,
+    Model,
+    NameRef,
+    NamespacedRef,
+    Phase,
+    Resource,
+    condition_list_field,
+)
+
+
+class GitSource(Model):
+    url: str = Field(
+        min_length=1,
+        description=(
+            "The repository to build from: https:// or ssh (git@host:path). git:// and file:// "
+            "only where the operator was started with --allow-insecure-sources."
+        ),
+    )
+    secret_ref: NamespacedRef | None = Field(
+        default=None,
+        description="A Secret with credentials for the repository (username/password or "
+        "ssh-privatekey). Never copied: read when Kapsa talks to the repository.",
+    )
+
+
+class SourceSpec(Model):
+    git: GitSource = Field(description="Where the code lives.")
+    poll_interval: str = Field(
+        default="5m",
+        pattern=DURATION_PATTERN,
+        description="How often Kapsa checks the branches for new commits (e.g. 30s, 5m, 1h).",
+    )
+
+
+class BuildStrategy(StrEnum):
+    AUTO = "auto"
+    BUILDPACKS = "buildpacks"
+    DOCKERFILE = "dockerfile"
+
+
+class BuilderRef(Model):
+    kind: Literal["ClusterBuilder", "Builder"] = Field(
+        default="ClusterBuilder", description="The kpack builder kind."
+    )
+    name: str = Field(default="default", min_length=1, description="The kpack builder's name.")
+
+
+class BuildSpec(Model):
+    strategy: BuildStrategy = Field(
+        default=BuildStrategy.AUTO,
+        description="auto: a Dockerfile at the commit means the Dockerfile builder, otherwise "
+        "buildpacks (kpack). buildpacks or dockerfile force one.",
+    )
+    builder: BuilderRef = Field(
+        default_factory=BuilderRef, description="The kpack builder used for buildpacks."
+    )
+    registry_ref: NameRef = Field(description="The Registry images are pushed to.")
+    repository: str = Field(
+        min_length=1,
+        pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$",
+        description="The image repository in the registry, e.g. myapp/api.",
+    )
+    dockerfile: str = Field(
+        default="Dockerfile", min_length=1, description="Path of the Dockerfile in the repository."
+    )
+
+
+class EnvVar(Model):
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str = Field(default="", description="A plain value; use secretRefs for secrets.")
+
+
+class AppSpec(Model):
+    port: int = Field(default=8080, ge=1, le=65535, description="The port the app listens on.")
+    replicas: int = Field(default=1, ge=0, le=100, description="Pods per environment.")
+    env: list[EnvVar] = Field(default_factory=list, description="Plain environment variables.")
+    health_path: str | None = Field(
+        default=None, description="HTTP path for readiness and liveness probes; none if unset."
+    )
+    rollout_deadline: str = Field(
+        default="10m",
+        pattern=DURATION_PATTERN,
+        description="How long a rollout may take to become ready before the environment is "
+        "marked Failed (reason RolloutDeadlineExceeded).",
+    )
+
+
+class SecretRef(Model):
+    name: str = Field(
+        min_length=1, description="A Secret in the Project's namespace, exposed with envFrom."
+    )
+
+
+class EnvironmentTemplate(Model):
+    name: str = Field(
+        pattern=DNS_LABEL_PATTERN,
+        max_length=40,
+        description="The environment's name; also the first label of its host.",
+    )
+    branch: str = Field(min_length=1, description="The branch this environment runs.")
+    auto_sync: bool = Field(
+        default=True, description="Roll out every new commit on the branch by itself."
+    )
+    secret_refs: list[SecretRef] = Field(
+        default_factory=list, description="Secrets exposed to the app as environment variables."
+    )
+
+
+class PreviewSpec(Model):
+    enabled: bool = Field(default=False, description="Create an environment per matching branch.")
+    include: list[str] = Field(
+        default_factory=lambda: ["*"], description="Branch glob patterns that get a preview."
+    )
+    exclude: list[str] = Field(
+        default_factory=list, description="Branch glob patterns that never do (exclude wins)."
+    )
+    ttl: str = Field(
+        default="168h",
+        pattern=DURATION_PATTERN,
+        description="A preview with no new rollout for this long is removed (default 7 days).",
+    )
+    max_count: int = Field(default=10, ge=0, le=1000, description="Live previews at most.")
+    secret_refs: list[SecretRef] = Field(
+        default_factory=list, description="Secrets every preview gets."
+    )
+
+
+class ProjectSpec(Model):
+    source: SourceSpec = Field(description="The Git repository and how it is watched.")
+    build: BuildSpec = Field(description="How images are built and where they are pushed.")
+    domain_pool_ref: NameRef = Field(description="The DomainPool hosts are allocated from.")
+    app: AppSpec = Field(default_factory=AppSpec, description="How the app runs.")
+    environments: list[EnvironmentTemplate] = Field(
+        default_factory=list,
+        description="The long-lived environments, one per entry.",
+        json_schema_extra=MAP_BY_NAME,
+    )
+    preview_environments: PreviewSpec = Field(
+        default_factory=PreviewSpec, description="Per-branch preview environments."
+    )
+
+
+class EnvironmentSummary(Model):
+    name: str = Field(description="The environment.")
+    type: str = Field(default="standard", description="standard or preview.")
+    phase: Phase | None = Field(default=None, description="Its phase.")
+    url: str | None = Field(default=None, description="Where it answers.")
+
+
+class BranchStatus(Model):
+    name: str = Field(description="A branch Kapsa builds.")
+    commit: str | None = Field(default=None, description="Its head at the last poll.")
+    built_commit: str | None = Field(
+        default=None, description="The last commit of this branch built successfully."
+    )
+    image: str | None = Field(default=None, description="The image of built_commit, by digest.")
+
+
+class ProjectStatus(Model):
+    phase: Phase = Field(default=Phase.PENDING, description="Where the Project stands.")
+    message: str | None = Field(default=None, description="Why, for people.")
+    latest_commit: str | None = Field(default=None, description="The newest commit deployed.")
+    latest_image: str | None = Field(default=None, description="The image of latestCommit.")
+    namespace: str | None = Field(default=None, description="The namespace Kapsa made for it.")
+    branches: list[BranchStatus] = Field(
+        default_factory=list, description="What Kapsa knows per built branch.",
+        json_schema_extra=MAP_BY_NAME,
+    )
+    environments: list[EnvironmentSummary] = Field(
+        default_factory=list, description="Its environments and their URLs.",
+        json_schema_extra=MAP_BY_NAME,
+    )
+    conditions: list[Condition] = condition_list_field()
+    observed_generation: int | None = Field(default=None, description="The spec last acted on.")
+    sequence: int = Field(default=0, description="Number of the last ledger transition.")
+    last_poll_time: str | None = Field(default=None, description="When branches were last read.")
+
+
+class Project(Resource[ProjectSpec, ProjectStatus]):
+    kind_name: ClassVar[str] = "Project"
+    plural: ClassVar[str] = "projects"
+    short_names: ClassVar[tuple[str, ...]] = ("kproj",)
+    scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
+    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
+        ("Phase", "string", ".status.phase", "Where the Project stands."),
+        ("Commit", "string", ".status.latestCommit", "The newest commit deployed."),
+        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    )
+    kind: str = "Project"
