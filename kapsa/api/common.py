@@ -77,6 +77,21 @@ class Condition(Model):
     )
 
 
+class LastTransition(Model):
+    """The newest ledger row, kept in status so that a crash between the status write and the
+    ledger write can be repaired: status is the truth about now, the ledger the full history."""
+
+    seq: int = Field(description="The transition's number for this object, from 1.")
+    from_state: str = Field(alias="from", description="The state it left.")
+    to_state: str = Field(alias="to", description="The state it entered.")
+    trigger: str = Field(description="The machine's trigger.")
+    reason: str = Field(default="", description="Why, as a CamelCase word.")
+    message: str = Field(default="", description="Why, for people.")
+    at: str = Field(description="When (RFC 3339).")
+    commit: str | None = Field(default=None, description="The commit involved, if any.")
+    image: str | None = Field(default=None, description="The image involved, if any.")
+
+
 class NameRef(Model):
     name: str = Field(min_length=1, description="The referenced object's name.")
 

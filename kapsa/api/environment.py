@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from kapsa.api.common import Condition, Model, Phase, Resource, condition_list_field
+from kapsa.api.common import Condition, LastTransition, Model, Phase, Resource, condition_list_field
 from kapsa.api.project import SecretRef
 
 
@@ -45,10 +45,14 @@ class EnvironmentStatus(Model):
     expires_at: str | None = Field(default=None, description="Previews: when it is removed.")
     conditions: list[Condition] = condition_list_field()
     observed_generation: int | None = Field(default=None, description="The spec last acted on.")
-    sequence: int = Field(default=0, description="Number of the last ledger transition.")
+    last_transition: LastTransition | None = Field(
+        default=None, description="The newest transition, as written to the ledger."
+    )
 
 
 class Environment(Resource[EnvironmentSpec, EnvironmentStatus]):
+    """One running copy of a Project's app at one branch; made by Kapsa, not by hand."""
+
     kind_name: ClassVar[str] = "Environment"
     plural: ClassVar[str] = "environments"
     short_names: ClassVar[tuple[str, ...]] = ("kenv",)

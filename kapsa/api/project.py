@@ -12,6 +12,7 @@ from kapsa.api.common import (
     DURATION_PATTERN,
     MAP_BY_NAME,
     Condition,
+    LastTransition,
     Model,
     NameRef,
     NamespacedRef,
@@ -166,7 +167,7 @@ class BranchStatus(Model):
     built_commit: str | None = Field(
         default=None, description="The last commit of this branch built successfully."
     )
-    image: str | None = Field(default=None, description="The image of built_commit, by digest.")
+    image: str | None = Field(default=None, description="The image of builtCommit, by digest.")
 
 
 class ProjectStatus(Model):
@@ -185,11 +186,15 @@ class ProjectStatus(Model):
     )
     conditions: list[Condition] = condition_list_field()
     observed_generation: int | None = Field(default=None, description="The spec last acted on.")
-    sequence: int = Field(default=0, description="Number of the last ledger transition.")
+    last_transition: LastTransition | None = Field(
+        default=None, description="The newest transition, as written to the ledger."
+    )
     last_poll_time: str | None = Field(default=None, description="When branches were last read.")
 
 
 class Project(Resource[ProjectSpec, ProjectStatus]):
+    """A Git repository Kapsa builds and the environments it runs; owns its namespace."""
+
     kind_name: ClassVar[str] = "Project"
     plural: ClassVar[str] = "projects"
     short_names: ClassVar[tuple[str, ...]] = ("kproj",)

@@ -1,0 +1,81 @@
+"""`kapsa operator`: run the operator against a cluster."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from kapsa.cli import app
+from kapsa.cli.logs import configure_logging
+
+
+@app.command()
+def operator(
+    kubeconfig: Annotated[
+        str | None, typer.Option(help="Kubeconfig file; in-cluster credentials when unset.")
+    ] = None,
+    ledger: Annotated[
+        str, typer.Option(envvar="KAPSA_LEDGER_URL", help="Ledger database URL.")
+    ] = "sqlite:////var/lib/kapsa/ledger.db",
+    namespace: Annotated[
+        str, typer.Option(envvar="KAPSA_NAMESPACE", help="Namespace Kapsa runs in.")
+    ] = "kapsa-system",
+    workers: Annotated[int, typer.Option(min=1, help="Keys reconciled in parallel.")] = 4,
+    resync_seconds: Annotated[float, typer.Option(help="Full resync period.")] = 600.0,
+    leader_elect: Annotated[bool, typer.Option(help="Take a Lease before acting.")] = True,
+    identity: Annotated[str | None, typer.Option(help="This replica's name in the Lease.")] = None,
+    allow_insecure_sources: Annotated[
+        bool, typer.Option(help="Accept git:// and file:// repositories (tests, sandbox).")
+    ] = False,
+    allow_private_hosts: Annotated[
+        bool, typer.Option(help="Accept git and registry hosts on loopback or private ranges.")
+    ] = False,
+    git_cache: Annotated[Path, typer.Option(help="Where bare repositories are cached.")] = Path(
+        "/var/cache/kapsa/git"
+    ),
+    branch_gone_after: Annotated[
+        int, typer.Option(min=1, help="Successful listings without a branch before it is gone.")
+    ] = 2,
+    registry_ca_bundle: Annotated[
+        str | None, typer.Option(help="CA bundle for registries with a private CA.")
+    ] = None,
+    log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+) -> None:
+    """Run the Kapsa operator until SIGTERM or SIGINT."""
+    from kapsa.k8s.client import Kube
+    from kapsa.ledger import Ledger
+    from kapsa.reconcile.context import Settings
+    from kapsa.reconcile.operator import Operator
+
+    configure_logging(fmt=log_format, level=log_level)
+    settings = Settings(
+        namespace=namespace,
+        allow_insecure_sources=allow_insecure_sources,
+        allow_private_hosts=allow_private_hosts,
+        git_cache=git_cache,
+        resync_seconds=resync_seconds,
+        branch_gone_after=branch_gone_after,
+        registry_ca_bundle=registry_ca_bundle,
+    )
+    the_operator = Operator(
+        kube=Kube.from_kubeconfig(kubeconfig),
+        ledger=Ledger.open(ledger),
+        settings=settings,
+        workers=workers,
+        leader_election=leader_elect,
+        identity=identity,
+    )
+
+    def _stop(_signum: int, _frame: object) -> None:
+        the_operator.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    logging.getLogger("kapsa").info("starting; ledger %s", ledger.split("@")[-1])
+    the_operator.start()
+    the_operator.wait()

@@ -1,0 +1,52 @@
+"""Conditions as the API conventions want them: keyed by type, timestamps that mean something."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def set_condition(
+    conditions: list[dict[str, Any]],
+    *,
+    type_: str,
+    status: bool | None,
+    reason: str,
+    message: str,
+    generation: int | None,
+    now: str,
+) -> list[dict[str, Any]]:
+    """A new list with `type_` set; lastTransitionTime moves only when the status flips."""
+    text = {True: "True", False: "False", None: "Unknown"}[status]
+    previous = next((c for c in conditions if c.get("type") == type_), None)
+    since = (
+        previous.get("lastTransitionTime", now)
+        if previous and previous.get("status") == text
+        else now
+    )
+    entry: dict[str, Any] = {
+        "type": type_,
+        "status": text,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": since,
+    }
+    if generation is not None:
+        entry["observedGeneration"] = generation
+    return [c for c in conditions if c.get("type") != type_] + [entry]
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for entry in (obj.get("status") or {}).get("conditions", []):
+        if entry.get("type") == type_:
+            return dict(entry)
+    return None
+
+
+def is_true(obj: dict[str, Any], type_: str, *, current_generation: bool = False) -> bool:
+    """Whether the condition holds; with `current_generation`, only if computed from this spec."""
+    found = condition(obj, type_)
+    if found is None or found.get("status") != "True":
+        return False
+    if current_generation and "observedGeneration" in found:
+        return bool(found["observedGeneration"] == obj["metadata"].get("generation"))
+    return True

@@ -1,0 +1,63 @@
+"""Everything a reconcile needs, handed in once: clients, caches, ledger, clock, settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kapsa.k8s.client import Kube
+from kapsa.k8s.informer import Informer
+from kapsa.k8s.resources import ResourceType
+from kapsa.ledger import Ledger
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the operator was started (flags of `kapsa operator`)."""
+
+    namespace: str = "kapsa-system"
+    allow_insecure_sources: bool = False
+    allow_private_hosts: bool = False
+    git_cache: Path = Path("/var/cache/kapsa/git")
+    git_timeout: float = 30.0
+    resync_seconds: float = 600.0
+    branch_gone_after: int = 2
+    """Consecutive successful listings without a branch before its preview counts as gone."""
+    registry_ca_bundle: str | None = None
+
+
+@dataclass
+class Caches:
+    """Watch caches by resource plural."""
+
+    informers: dict[str, Informer] = field(default_factory=dict)
+
+    def __getitem__(self, resource: ResourceType) -> Informer:
+        return self.informers[resource.plural]
+
+
+@dataclass
+class Context:
+    kube: Kube
+    caches: Caches
+    ledger: Ledger
+    settings: Settings
+    enqueue: Callable[[Hashable], None]
+    enqueue_after: Callable[[Hashable, float], None]
+    now: Callable[[], datetime] = utcnow

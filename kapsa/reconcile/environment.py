@@ -1,0 +1,354 @@
+"""Reconcile an Environment: which image it should run, its Deployment, Service and Ingress.
+
+The desired image comes from the Project's status (the newest image built for the branch);
+environments without autoSync keep the image they run. A failed build never reaches here as an
+image, so environments stay on their last good one.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from kapsa.api.common import parse_duration
+from kapsa.k8s import manifests
+from kapsa.k8s.client import JSON, ApiError
+from kapsa.k8s.resources import (
+    CLUSTER_ISSUER,
+    DEPLOYMENT,
+    DOMAIN_POOL,
+    ENVIRONMENT,
+    INGRESS,
+    PROJECT,
+    SECRET,
+    SERVICE,
+)
+from kapsa.machines import BuildState, EnvironmentObservation, Transition, decide_environment
+from kapsa.reconcile.conditions import is_true, set_condition
+from kapsa.reconcile.context import Context, parse_time, rfc3339
+from kapsa.reconcile.project import FINALIZER, Result
+from kapsa.reconcile.recorder import (
+    LedgerCatchUp,
+    entry_from_status,
+    last_transition,
+    write_status,
+)
+
+log = logging.getLogger(__name__)
+
+
+class EnvironmentReconciler:
+    def __init__(self, ctx: Context, *, catch_up: LedgerCatchUp) -> None:
+        self.ctx = ctx
+        self.catch_up = catch_up
+
+    def reconcile(self, namespace: str, name: str) -> Result:
+        ctx = self.ctx
+        env = ctx.caches[ENVIRONMENT].get(name, namespace)
+        if env is None:
+            return Result()
+        project_name = env["spec"]["project"]
+        self.catch_up.ensure(ctx, env, project=project_name)
+        project = ctx.caches[PROJECT].get(project_name)
+        if env["metadata"].get("deletionTimestamp"):
+            return self._finalize(env, project_name)
+        if project is None or project["metadata"].get("deletionTimestamp"):
+            return Result()
+        return self._reconcile(env, project)
+
+    def _reconcile(self, env: JSON, project: JSON) -> Result:  # noqa: PLR0915
+        ctx = self.ctx
+        now = ctx.now()
+        stamp = rfc3339(now)
+        meta = env["metadata"]
+        spec = env["spec"]
+        old = env.get("status") or {}
+        status: JSON = dict(old)
+        conditions: list[JSON] = list(old.get("conditions", []))
+        generation = meta.get("generation")
+        app = project["spec"].get("app", {})
+        preview = spec.get("type") == "preview"
+
+        def cond(type_: str, ok: bool | None, reason: str, message: str = "") -> None:
+            nonlocal conditions
+            conditions = set_condition(conditions, type_=type_, status=ok, reason=reason,
+                                       message=message, generation=generation, now=stamp)
+
+        # What it should run: the newest image built for its branch.
+        branch = next(
+            (b for b in (project.get("status") or {}).get("branches", [])
+             if b["name"] == spec["branch"]),
+            {},
+        )
+        previews = {p["name"]: p for p in (project.get("status") or {}).get("previews", [])}
+        if preview:
+            branch = previews.get(meta["name"], {})
+        built_image = branch.get("image")
+        built_commit = branch.get("builtCommit")
+        current = old.get("image")
+        if spec.get("autoSync", True) or current is None:
+            desired, desired_commit = built_image, built_commit
+        else:
+            desired, desired_commit = current, old.get("commit")
+        build_state = BuildState(branch.get("buildState", "None")) if preview else (
+            BuildState.SUCCEEDED if built_image else _project_build_state(project))
+
+        # Where it answers: a host from the pool, never one another environment holds.
+        blocked = ""
+        blocked_message = ""
+        pool_name = project["spec"]["domainPoolRef"]["name"]
+        pool = ctx.caches[DOMAIN_POOL].get(pool_name)
+        host = None
+        if pool is None:
+            blocked, blocked_message = "DomainPoolNotFound", f"DomainPool {pool_name} not found"
+        else:
+            host = f"{meta['name']}.{project['metadata']['name']}.{pool['spec']['baseDomain']}"
+            holder = self._host_holder(host, env)
+            if holder:
+                blocked, blocked_message = "HostConflict", f"host {host} is taken by {holder}"
+                host = None
+            elif not is_true(pool, "Ready"):
+                blocked = "DomainPoolNotReady"
+                blocked_message = f"DomainPool {pool_name} is not Ready (its ClusterIssuer " \
+                                  "is missing or not ready)"
+        if host:
+            status["host"] = host
+            status["url"] = f"https://{host}"
+
+        target = old.get("targetImage")
+        wants_rollout = desired is not None and desired != current
+        if not blocked and (wants_rollout or old.get("phase") in (None, "Pending")) and desired:
+            missing = self._missing_secrets(env)
+            if missing:
+                blocked = "SecretNotFound"
+                blocked_message = "Secret " + ", ".join(missing) + \
+                    f" not found in namespace {meta['namespace']}; the rollout waits for it"
+
+        deployment = ctx.caches[DEPLOYMENT].get(meta["name"], meta["namespace"])
+        running_image = target or current
+        ready = _deployment_ready(deployment, running_image)
+        deadline = parse_duration(app.get("rolloutDeadline", "10m"))
+        observation = EnvironmentObservation(
+            now=now,
+            preview=preview,
+            expires_at=parse_time(old.get("expiresAt")),
+            branch_gone=bool(branch.get("gone")) if preview else False,
+            build=build_state,
+            build_message=branch.get("message", ""),
+            desired_image=desired,
+            current_image=current,
+            target_image=target,
+            deployment_ready=ready,
+            rollout_started_at=parse_time(old.get("rolloutStartedAt")),
+            rollout_deadline=deadline,
+            blocked_reason=blocked,
+        )
+        phase = old.get("phase", "Pending")
+        transition = decide_environment(phase, observation)
+        commit_for_row = old.get("commit")
+        image_for_row = current
+        if transition is not None:
+            phase = transition.dest
+            if transition.trigger in ("rollout_started", "build_succeeded") \
+                    and transition.dest == "Deploying":
+                status["targetImage"] = desired
+                status["targetCommit"] = desired_commit
+                status["rolloutStartedAt"] = stamp
+                target = desired
+                commit_for_row, image_for_row = desired_commit, desired
+            elif transition.dest == "Running":
+                status["image"] = target or current
+                status["commit"] = old.get("targetCommit") or old.get("commit")
+                for key in ("targetImage", "targetCommit", "rolloutStartedAt"):
+                    status.pop(key, None)
+                commit_for_row, image_for_row = status.get("commit"), status["image"]
+                if preview:
+                    ttl = parse_duration(project["spec"].get("previewEnvironments", {})
+                                         .get("ttl", "168h"))
+                    status["expiresAt"] = rfc3339(now + ttl)
+        status["phase"] = phase
+
+        # Act: the children for what it runs now (or moves to), repaired if someone changed them.
+        repaired: list[str] = []
+        image_to_run = status.get("targetImage") or status.get("image")
+        if image_to_run and host and phase in ("Deploying", "Running", "Failed") and pool:
+            repaired = self._ensure_children(env, project, pool, host=host, image=image_to_run,
+                                             commit=status.get("targetCommit")
+                                             or status.get("commit"))
+
+        if phase == "Expiring" and not meta.get("deletionTimestamp"):
+            pass  # deleted below, once the transition is recorded
+
+        # Conditions.
+        if blocked:
+            cond("Progressing", False, blocked, blocked_message)
+        elif phase == "Deploying":
+            cond("Progressing", True, "RolloutStarted",
+                 f"rolling out {status.get('targetImage')}")
+        elif phase == "Failed":
+            cond("Progressing", False, transition.reason if transition else
+                 _reason(old, "Progressing") or "Failed",
+                 transition.message if transition else old.get("message", ""))
+        else:
+            cond("Progressing", True, "Idle", "nothing to roll out")
+        if phase == "Running":
+            cond("Ready", True, "Running", f"{status.get('url')} runs {status.get('image')}")
+        else:
+            cond("Ready", False, blocked or phase,
+                 blocked_message or (transition.message if transition else phase))
+        status["conditions"] = conditions
+        status["observedGeneration"] = generation
+        if transition is not None:
+            status["message"] = transition.message
+        stored = write_status(
+            ctx, ENVIRONMENT, env, status, transition=transition,
+            project=project["metadata"]["name"], catch_up=self.catch_up,
+            commit=commit_for_row, image=image_for_row,
+        )
+        if repaired and transition is None:
+            self._record_repair(stored or env, project["metadata"]["name"], repaired)
+        if phase == "Expiring":
+            ctx.kube.delete(ENVIRONMENT, meta["name"], namespace=meta["namespace"])
+            return Result()
+        return Result(requeue_after=self._next_deadline(status, now, deadline))
+
+    # -- deletion ------------------------------------------------------------------------------
+
+    def _finalize(self, env: JSON, project: str) -> Result:
+        ctx = self.ctx
+        meta = env["metadata"]
+        phase = (env.get("status") or {}).get("phase", "Pending")
+        observation = EnvironmentObservation(now=ctx.now(), deleting=True, finalized=True)
+        transition = decide_environment(phase, observation)
+        if transition is not None and transition.dest != "Deleted":
+            status = dict(env.get("status") or {})
+            status["phase"] = transition.dest
+            if write_status(ctx, ENVIRONMENT, env, status, transition=transition,
+                            project=project, catch_up=self.catch_up) is not None:
+                return Result()
+        final = decide_environment("Expiring", observation)
+        if final is not None:
+            seq = int(((env.get("status") or {}).get("lastTransition") or {}).get("seq", 0)) + 1
+            last = last_transition(transition=final, seq=seq, at=rfc3339(ctx.now()),
+                                   commit=None, image=None)
+            ctx.ledger.append(entry_from_status(env, last, project=project))
+        finalizers = [f for f in meta.get("finalizers", []) if f != FINALIZER]
+        try:
+            ctx.kube.merge_patch(ENVIRONMENT, meta["name"], {"metadata": {
+                "finalizers": finalizers}}, namespace=meta["namespace"])
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        ctx.enqueue(("Project", project))
+        return Result()
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _host_holder(self, host: str, env: JSON) -> str | None:
+        for other in self.ctx.caches[ENVIRONMENT].items():
+            if other["metadata"]["uid"] == env["metadata"]["uid"]:
+                continue
+            if (other.get("status") or {}).get("host") == host:
+                m = other["metadata"]
+                return f"Environment {m['namespace']}/{m['name']}"
+        return None
+
+    def _missing_secrets(self, env: JSON) -> list[str]:
+        namespace = env["metadata"]["namespace"]
+        return [
+            ref["name"]
+            for ref in env["spec"].get("secretRefs", [])
+            if self.ctx.kube.get(SECRET, ref["name"], namespace=namespace) is None
+        ]
+
+    def _ensure_children(
+        self, env: JSON, project: JSON, pool: JSON, *, host: str, image: str, commit: str | None
+    ) -> list[str]:
+        """Apply what differs from what should be; returns the kinds that had to be put back."""
+        ctx = self.ctx
+        app = project["spec"].get("app", {})
+        port = int(app.get("port", 8080))
+        secret_names = [r["name"] for r in env["spec"].get("secretRefs", [])]
+        issuer = pool["spec"]["clusterIssuerRef"]["name"]
+        wanted = [
+            (DEPLOYMENT, manifests.deployment(
+                environment=env, image=image, commit=commit, port=port,
+                replicas=int(app.get("replicas", 1)), env=app.get("env", []),
+                secret_names=secret_names, health_path=app.get("healthPath"))),
+            (SERVICE, manifests.service(environment=env, port=port)),
+            (INGRESS, manifests.ingress(environment=env, host=host,
+                                        ingress_class=pool["spec"].get("ingressClassName",
+                                                                       "nginx"),
+                                        cluster_issuer=issuer)),
+        ]
+        changed = []
+        meta = env["metadata"]
+        for resource, manifest in wanted:
+            live = ctx.caches[resource].get(meta["name"], meta["namespace"])
+            if live is None or not manifests.contains(live, manifest):
+                ctx.kube.apply(resource, manifest)
+                changed.append(resource.kind)
+        return changed
+
+    def _record_repair(self, env: JSON, project: str, kinds: list[str]) -> None:
+        """A child put back without a phase change is still history: one ledger row."""
+        status = env.get("status") or {}
+        phase = status.get("phase", "Pending")
+        if phase not in ("Running",):
+            return
+        seq = int((status.get("lastTransition") or {}).get("seq", 0)) + 1
+        transition = Transition(kind="Environment", source=phase, dest=phase,
+                                trigger="drift_repaired", reason="DriftRepaired",
+                                message="put back " + ", ".join(kinds) + " changed outside Kapsa")
+        write_status(self.ctx, ENVIRONMENT, env, dict(status), transition=transition,
+                     project=project, catch_up=self.catch_up, commit=status.get("commit"),
+                     image=status.get("image"))
+
+    @staticmethod
+    def _next_deadline(status: JSON, now: object, deadline: timedelta) -> float | None:
+        from datetime import datetime
+
+        assert isinstance(now, datetime)
+        waits = []
+        started = parse_time(status.get("rolloutStartedAt"))
+        if status.get("phase") == "Deploying" and started:
+            waits.append((started + deadline - now).total_seconds() + 0.5)
+        expires = parse_time(status.get("expiresAt"))
+        if expires:
+            waits.append((expires - now).total_seconds() + 0.5)
+        return max(min(waits), 0.5) if waits else None
+
+
+def _deployment_ready(deployment: JSON | None, image: str | None) -> bool:
+    """Ready as the deployment controller reports it, for the image Kapsa asked for."""
+    if deployment is None or image is None:
+        return False
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    if not containers or containers[0].get("image") != image:
+        return False
+    status = deployment.get("status") or {}
+    replicas = deployment["spec"].get("replicas", 1)
+    return bool(
+        status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and status.get("updatedReplicas", 0) >= replicas
+        and status.get("availableReplicas", 0) >= replicas
+        and status.get("readyReplicas", 0) >= replicas
+    )
+
+
+def _project_build_state(project: JSON) -> BuildState:
+    for entry in (project.get("status") or {}).get("conditions", []):
+        if entry.get("type") == "BuildSucceeded":
+            return {"True": BuildState.SUCCEEDED, "False": BuildState.FAILED}.get(
+                entry.get("status", ""), BuildState.RUNNING)
+    return BuildState.NONE
+
+
+def _reason(obj: JSON, type_: str) -> str:
+    for entry in obj.get("conditions", []):
+        if entry.get("type") == type_:
+            return str(entry.get("reason", ""))
+    return ""
+
+
+_ = CLUSTER_ISSUER

@@ -1,0 +1,543 @@
+"""Reconcile a Project: namespace, build identity, builds per branch, Environments, status.
+
+Level-based: every pass reads the cached object and its children, derives what should exist,
+writes only what differs, and lets the machine decide the phase from what it observed.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from kapsa.api.naming import image_tag, slug
+from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
+from kapsa.errors import KapsaError
+from kapsa.git.strategy import detect_strategy
+from kapsa.git.urls import validate_url
+from kapsa.k8s import manifests
+from kapsa.k8s.client import JSON, ApiError
+from kapsa.k8s.resources import (
+    ENVIRONMENT,
+    JOB,
+    KPACK_IMAGE,
+    NAMESPACE,
+    PROJECT,
+    REGISTRY,
+    SECRET,
+    SERVICE_ACCOUNT,
+)
+from kapsa.machines import BuildState, ProjectObservation, decide_project
+from kapsa.reconcile.conditions import is_true, set_condition
+from kapsa.reconcile.context import Context, rfc3339
+from kapsa.reconcile.recorder import LedgerCatchUp, write_status
+from kapsa.reconcile.sources import Snapshot, Sources
+from kapsa.registry.digest import resolve_digest
+
+log = logging.getLogger(__name__)
+
+FINALIZER = "kapsa.io/ledger"
+BUILDER_SA = "kapsa-builder"
+REGISTRY_SECRET = "kapsa-registry"
+ANNOTATION_REBUILD = "kapsa.io/rebuild"
+
+
+@dataclass(frozen=True)
+class Result:
+    requeue_after: float | None = None
+
+
+class ProjectReconciler:
+    def __init__(self, ctx: Context, *, sources: Sources, catch_up: LedgerCatchUp) -> None:
+        self.ctx = ctx
+        self.sources = sources
+        self.catch_up = catch_up
+        self.kpack = KpackBuilder()
+        self.dockerfile = DockerfileBuilder()
+        self._strategies: dict[tuple[str, str], str] = {}
+        self._identity_done: dict[str, str] = {}
+
+    # -- entry ---------------------------------------------------------------------------------
+
+    def reconcile(self, name: str) -> Result:
+        ctx = self.ctx
+        obj = ctx.caches[PROJECT].get(name)
+        if obj is None:
+            self.sources.forget(name)
+            return Result()
+        self.catch_up.ensure(ctx, obj, project=name)
+        if obj["metadata"].get("deletionTimestamp"):
+            return self._finalize(obj)
+        if FINALIZER not in obj["metadata"].get("finalizers", []):
+            finalizers = [*obj["metadata"].get("finalizers", []), FINALIZER]
+            ctx.kube.merge_patch(PROJECT, name, {"metadata": {"finalizers": finalizers}})
+            return Result()  # the watch event brings the updated object back
+        return self._reconcile(obj)
+
+    # -- the normal path -----------------------------------------------------------------------
+
+    def _reconcile(self, obj: JSON) -> Result:
+        ctx = self.ctx
+        name = obj["metadata"]["name"]
+        spec = obj["spec"]
+        generation = obj["metadata"].get("generation")
+        old = obj.get("status") or {}
+        status: JSON = {k: v for k, v in old.items()}
+        now = rfc3339(ctx.now())
+        conditions: list[JSON] = list(old.get("conditions", []))
+
+        def cond(type_: str, ok: bool | None, reason: str, message: str = "") -> None:
+            nonlocal conditions
+            conditions = set_condition(
+                conditions, type_=type_, status=ok, reason=reason, message=message,
+                generation=generation, now=now,
+            )
+
+        # 1. The spec's own checks, before anything is created.
+        try:
+            url = validate_url(
+                spec["source"]["git"]["url"],
+                allow_insecure=ctx.settings.allow_insecure_sources,
+                allow_private_hosts=ctx.settings.allow_private_hosts,
+            )
+        except KapsaError as error:
+            cond("Ready", False, "InvalidSource", str(error))
+            status.update(conditions=conditions, observedGeneration=generation)
+            self._write(obj, status, None)
+            return Result()
+
+        # 2. The namespace, never adopted from someone else.
+        namespace = name
+        if not self._ensure_namespace(obj, namespace):
+            owner = self._namespace_owner(namespace)
+            cond("Ready", False, "NamespaceConflict",
+                 f"namespace {namespace} exists and belongs to {owner}; Kapsa will not take it over")
+            status.update(conditions=conditions, observedGeneration=generation)
+            self._write(obj, status, None)
+            return Result()
+        status["namespace"] = namespace
+
+        # 3. The build identity: push credentials copied into the namespace, a ServiceAccount.
+        registry = ctx.caches[REGISTRY].get(spec["build"]["registryRef"]["name"])
+        if registry is None:
+            cond("Ready", False, "RegistryNotFound",
+                 f"Registry {spec['build']['registryRef']['name']} does not exist")
+            status.update(conditions=conditions, observedGeneration=generation)
+            self._write(obj, status, None)
+            return Result()
+        self._ensure_build_identity(obj, namespace, registry)
+
+        # 4. Branch heads from the last listing (list now if there is none yet).
+        snapshot = self.sources.get(name)
+        if snapshot is None:
+            snapshot, _ = self.sources.poll(ctx, obj)
+        if snapshot.error:
+            cond("SourceReachable", False, "SourceUnreachable", snapshot.error)
+        else:
+            cond("SourceReachable", True, "Listed",
+                 f"{len(snapshot.heads)} branches at {rfc3339(snapshot.listed_at or ctx.now())}")
+            status["lastPollTime"] = rfc3339(snapshot.listed_at or ctx.now())
+
+        # 5. One build per tracked branch, at its head.
+        tracked = _tracked_branches(spec)
+        branches = {b["name"]: dict(b) for b in old.get("branches", [])}
+        results: dict[str, BuildResult] = {}
+        for branch in tracked:
+            entry = branches.setdefault(branch, {"name": branch})
+            head = snapshot.heads.get(branch) or entry.get("commit")
+            if head is None:
+                continue
+            entry["commit"] = head
+            result = self._ensure_build(
+                obj, registry=registry, namespace=namespace, url=url, branch=branch, commit=head
+            )
+            results[branch] = result
+            if result.state == BuildState.SUCCEEDED and result.commit == head and result.image:
+                entry["builtCommit"] = head
+                entry["image"] = result.image
+        status["branches"] = [branches[b] for b in tracked if b in branches]
+        missing = [b for b in tracked if b not in snapshot.heads and not snapshot.error]
+        heads_known = all(b in results for b in tracked)
+
+        combined = _combine(results.values(), expected=len(tracked))
+        failed = next((r for r in results.values() if r.state == BuildState.FAILED), None)
+        if failed is not None:
+            cond("BuildSucceeded", False, "BuildFailed", failed.message)
+        elif combined == BuildState.SUCCEEDED:
+            cond("BuildSucceeded", True, "BuildSucceeded",
+                 "images built for " + ", ".join(f"{b}@{r.commit[:7] if r.commit else '?'}"
+                                                  for b, r in results.items()))
+        elif combined == BuildState.RUNNING:
+            cond("BuildSucceeded", None, "BuildRunning", "a build is running")
+
+        # 6. The Environments of spec.environments (previews are the preview reconciler's).
+        environments = self._ensure_environments(obj, namespace)
+
+        # 7. Decide, then record.
+        envs_running = sum(1 for e in environments if _phase(e) == "Running")
+        envs_failed = [e for e in environments if _phase(e) == "Failed"]
+        observation = ProjectObservation(
+            heads_known=heads_known,
+            build=combined,
+            build_message=failed.message if failed else "",
+            environments_total=len(spec.get("environments", [])),
+            environments_running=envs_running,
+            environments_failed=len(envs_failed),
+            failed_environment=envs_failed[0]["metadata"]["name"] if envs_failed else "",
+        )
+        phase = old.get("phase", "Pending")
+        transition = decide_project(phase, observation)
+        if transition is not None:
+            phase = transition.dest
+        status["phase"] = phase
+        if missing:
+            cond("Ready", False, "BranchNotFound", "branches not in the repository: "
+                 + ", ".join(missing))
+        elif phase == "Running":
+            cond("Ready", True, "Running", "every environment runs its image")
+        else:
+            cond("Ready", False, phase, transition.message if transition else
+                 (old.get("message") or phase))
+        if transition is not None:
+            status["message"] = transition.message
+        primary = tracked[0] if tracked else None
+        if primary and branches.get(primary, {}).get("builtCommit"):
+            status["latestCommit"] = branches[primary]["builtCommit"]
+            status["latestImage"] = branches[primary]["image"]
+        status["environments"] = sorted(
+            (
+                {
+                    k: v
+                    for k, v in {
+                        "name": e["metadata"]["name"],
+                        "type": e["spec"].get("type", "standard"),
+                        "phase": _phase(e),
+                        "url": (e.get("status") or {}).get("url"),
+                    }.items()
+                    if v is not None
+                }
+                for e in self._all_environments(namespace, name)
+            ),
+            key=lambda e: (e["type"] != "standard", e["name"]),
+        )
+        status["conditions"] = conditions
+        status["observedGeneration"] = generation
+        self._write(obj, status, transition, commit=status.get("latestCommit"),
+                    image=status.get("latestImage"))
+        return Result()
+
+    # -- deletion ------------------------------------------------------------------------------
+
+    def _finalize(self, obj: JSON) -> Result:
+        """Record the Project's end in the ledger; the owned namespace takes everything with it."""
+        name = obj["metadata"]["name"]
+        phase = (obj.get("status") or {}).get("phase", "Pending")
+        transition = decide_project(phase, ProjectObservation(deleting=True, finalized=True))
+        if transition is not None:
+            status = dict(obj.get("status") or {})
+            status["phase"] = transition.dest if transition.dest != "Deleted" else "Expiring"
+            stored = self._write(obj, status, transition)
+            if stored is not None:
+                return Result()  # the next event carries on to the final transition
+        if phase == "Expiring":
+            final = decide_project("Expiring", ProjectObservation(deleting=True, finalized=True))
+            if final is not None:
+                self._ledger_only(obj, final)
+        finalizers = [f for f in obj["metadata"].get("finalizers", []) if f != FINALIZER]
+        try:
+            self.ctx.kube.merge_patch(PROJECT, name, {"metadata": {"finalizers": finalizers}})
+        except ApiError as error:
+            if error.status != 404:
+                raise
+        self.sources.forget(name)
+        return Result()
+
+    def _ledger_only(self, obj: JSON, transition: Any) -> None:
+        from kapsa.reconcile.recorder import entry_from_status, last_transition
+
+        seq = int(((obj.get("status") or {}).get("lastTransition") or {}).get("seq", 0)) + 1
+        last = last_transition(transition=transition, seq=seq, at=rfc3339(self.ctx.now()),
+                               commit=None, image=None)
+        self.ctx.ledger.append(entry_from_status(obj, last, project=obj["metadata"]["name"]))
+
+    # -- pieces --------------------------------------------------------------------------------
+
+    def _write(
+        self, obj: JSON, status: JSON, transition: Any, *, commit: str | None = None,
+        image: str | None = None,
+    ) -> JSON | None:
+        return write_status(
+            self.ctx, PROJECT, obj, status, transition=transition,
+            project=obj["metadata"]["name"], catch_up=self.catch_up, commit=commit, image=image,
+        )
+
+    def _ensure_namespace(self, obj: JSON, namespace: str) -> bool:
+        ctx = self.ctx
+        cached = ctx.caches[NAMESPACE].get(namespace)
+        if cached is not None and _owned_by(cached, obj):
+            return True
+        live = cached or ctx.kube.get(NAMESPACE, namespace)
+        if live is None:
+            ctx.kube.create(NAMESPACE, manifests.namespace(name=namespace, project=obj))
+            return True
+        return _owned_by(live, obj)
+
+    def _namespace_owner(self, namespace: str) -> str:
+        live = self.ctx.kube.get(NAMESPACE, namespace) or {"metadata": {}}
+        owners = live["metadata"].get("ownerReferences") or []
+        if owners:
+            return f"{owners[0]['kind']} {owners[0]['name']}"
+        return "no Project (created outside Kapsa)"
+
+    def _ensure_build_identity(self, obj: JSON, namespace: str, registry: JSON) -> None:
+        """A copy of the registry's push Secret in the namespace, and the builder ServiceAccount.
+
+        Only the Secret's reference travels through Kapsa's objects; the copy is a Kubernetes
+        Secret owned by the Project, refreshed when the source Secret changes.
+        """
+        ctx = self.ctx
+        ref = registry["spec"]["credentialsSecretRef"]
+        source = ctx.kube.get(SECRET, ref["name"], namespace=ref.get("namespace")
+                              or ctx.settings.namespace)
+        fingerprint = source["metadata"]["resourceVersion"] if source else "missing"
+        key = f"{obj['metadata']['uid']}/{fingerprint}"
+        if self._identity_done.get(namespace) == key and ctx.caches[SERVICE_ACCOUNT].get(
+            BUILDER_SA, namespace
+        ):
+            return
+        owner = manifests.owner_reference(obj)
+        if source is not None:
+            data = source.get("data") or {}
+            if source.get("type") != "kubernetes.io/dockerconfigjson":
+                data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
+            ctx.kube.apply(SECRET, {
+                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+                "metadata": {"name": REGISTRY_SECRET, "namespace": namespace,
+                             "labels": {manifests.LABEL_MANAGED: "kapsa"},
+                             "annotations": {"kpack.io/docker": registry["spec"]["server"]},
+                             "ownerReferences": [owner]},
+                "data": data,
+            })
+        ctx.kube.apply(SERVICE_ACCOUNT, {
+            "apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": BUILDER_SA, "namespace": namespace,
+                         "labels": {manifests.LABEL_MANAGED: "kapsa"},
+                         "ownerReferences": [owner]},
+            "secrets": [{"name": REGISTRY_SECRET}],
+            "imagePullSecrets": [{"name": REGISTRY_SECRET}],
+        })
+        self._identity_done[namespace] = key
+
+    def strategy(self, *, project: JSON, url: str, commit: str) -> str:
+        wanted = project["spec"]["build"].get("strategy", "auto")
+        if wanted != "auto":
+            return str(wanted)
+        key = (url, commit)
+        if key not in self._strategies:
+            self._strategies[key] = detect_strategy(
+                url, commit, dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
+                credentials=None, cache_dir=self.ctx.settings.git_cache,
+                timeout=self.ctx.settings.git_timeout,
+            )
+        return self._strategies[key]
+
+    def build_request(
+        self, obj: JSON, *, registry: JSON, namespace: str, url: str, branch: str, commit: str,
+        preview: bool = False, branch_slug: str | None = None,
+    ) -> BuildRequest:
+        spec = obj["spec"]
+        server = registry["spec"]["server"]
+        repository = spec["build"]["repository"]
+        the_slug = branch_slug or slug(branch) or "branch"
+        return BuildRequest(
+            project=obj["metadata"]["name"],
+            namespace=namespace,
+            branch=branch,
+            branch_slug=the_slug,
+            commit=commit,
+            git_url=url,
+            tag=image_tag(server=server, repository=repository, commit=commit,
+                          branch_slug=the_slug if preview else None),
+            repository_ref=f"{server}/{repository}",
+            service_account=BUILDER_SA,
+            owner=manifests.owner_reference(obj),
+            preview=preview,
+            trigger=obj["metadata"].get("annotations", {}).get(ANNOTATION_REBUILD),
+            builder_kind=spec["build"].get("builder", {}).get("kind", "ClusterBuilder"),
+            builder_name=spec["build"].get("builder", {}).get("name", "default"),
+            dockerfile=spec["build"].get("dockerfile", "Dockerfile"),
+            labels={manifests.LABEL_PROJECT: obj["metadata"]["name"],
+                    manifests.LABEL_BRANCH: the_slug,
+                    manifests.LABEL_MANAGED: "kapsa"},
+        )
+
+    def _ensure_build(
+        self, obj: JSON, *, registry: JSON, namespace: str, url: str, branch: str, commit: str,
+        preview: bool = False, branch_slug: str | None = None,
+    ) -> BuildResult:
+        request = self.build_request(obj, registry=registry, namespace=namespace, url=url,
+                                     branch=branch, commit=commit, preview=preview,
+                                     branch_slug=branch_slug)
+        return self.ensure_build(obj, registry=registry, request=request, url=url)
+
+    def ensure_build(
+        self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
+    ) -> BuildResult:
+        """Apply the build object if it is not what it should be; read its result."""
+        ctx = self.ctx
+        try:
+            strategy = self.strategy(project=obj, url=url, commit=request.commit)
+        except KapsaError as error:
+            return BuildResult(state=BuildState.FAILED, commit=request.commit,
+                               message=f"could not read the commit: {error}")
+        if strategy == "dockerfile":
+            manifest = self.dockerfile.manifest(request)
+            informer = ctx.caches[JOB]
+            live = informer.get(manifest["metadata"]["name"], request.namespace)
+            if live is None:
+                try:
+                    live = ctx.kube.create(JOB, manifest)
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                    live = ctx.kube.get(JOB, manifest["metadata"]["name"],
+                                        namespace=request.namespace)
+            result = self.dockerfile.result(live)
+            if result.state == BuildState.SUCCEEDED:
+                digest = resolve_digest(
+                    server=registry["spec"]["server"],
+                    repository=obj["spec"]["build"]["repository"],
+                    reference=request.tag.rsplit(":", 1)[1],
+                    credentials=self._registry_credentials(registry),
+                    insecure=bool(registry["spec"].get("insecure")),
+                    ca_bundle=ctx.settings.registry_ca_bundle,
+                )
+                if digest is None:
+                    return BuildResult(state=BuildState.FAILED, commit=request.commit,
+                                       message=f"the build finished but {request.tag} is not "
+                                               "in the registry")
+                return BuildResult(state=BuildState.SUCCEEDED, commit=request.commit,
+                                   image=f"{request.repository_ref}@{digest}")
+            return result
+        manifest = self.kpack.manifest(request)
+        live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
+        if live is None or not manifests.contains(live, manifest):
+            live = ctx.kube.apply(KPACK_IMAGE, manifest)
+        return self.kpack.result(live)
+
+    def _registry_credentials(self, registry: JSON) -> Any:
+        from kapsa.registry.credentials import credentials_from_secret
+
+        ref = registry["spec"]["credentialsSecretRef"]
+        secret = self.ctx.kube.get(SECRET, ref["name"],
+                                   namespace=ref.get("namespace") or self.ctx.settings.namespace)
+        if secret is None:
+            return None
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        return credentials_from_secret(secret_type=secret.get("type", ""), data=data,
+                                       server=registry["spec"]["server"])
+
+    def _ensure_environments(self, obj: JSON, namespace: str) -> list[JSON]:
+        ctx = self.ctx
+        name = obj["metadata"]["name"]
+        wanted = {t["name"]: t for t in obj["spec"].get("environments", [])}
+        live = {
+            e["metadata"]["name"]: e
+            for e in ctx.caches[ENVIRONMENT].items(namespace=namespace)
+            if e["spec"].get("project") == name and e["spec"].get("type", "standard") == "standard"
+        }
+        result = []
+        for env_name, template in wanted.items():
+            manifest = environment_manifest(
+                project=obj, namespace=namespace, name=env_name, env_type="standard",
+                branch=template["branch"], auto_sync=template.get("autoSync", True),
+                secret_refs=template.get("secretRefs", []),
+            )
+            current = live.get(env_name)
+            if current is None or not manifests.contains(current, manifest):
+                current = ctx.kube.apply(ENVIRONMENT, manifest)
+            result.append(current)
+        for env_name, env in live.items():
+            if env_name not in wanted and not env["metadata"].get("deletionTimestamp"):
+                ctx.kube.delete(ENVIRONMENT, env_name, namespace=namespace)
+        return result
+
+    def _all_environments(self, namespace: str, project: str) -> list[JSON]:
+        return [
+            e for e in self.ctx.caches[ENVIRONMENT].items(namespace=namespace)
+            if e["spec"].get("project") == project
+        ]
+
+
+def environment_manifest(
+    *, project: JSON, namespace: str, name: str, env_type: str, branch: str, auto_sync: bool,
+    secret_refs: list[JSON], labels: dict[str, str] | None = None,
+) -> JSON:
+    return {
+        "apiVersion": "kapsa.io/v1alpha1",
+        "kind": "Environment",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {
+                manifests.LABEL_PROJECT: project["metadata"]["name"],
+                manifests.LABEL_TYPE: env_type,
+                manifests.LABEL_MANAGED: "kapsa",
+                **(labels or {}),
+            },
+            "ownerReferences": [manifests.owner_reference(project)],
+            "finalizers": [FINALIZER],
+        },
+        "spec": {
+            "project": project["metadata"]["name"],
+            "type": env_type,
+            "branch": branch,
+            "autoSync": auto_sync,
+            "secretRefs": [{"name": s["name"]} for s in secret_refs],
+        },
+    }
+
+
+def _tracked_branches(spec: JSON) -> list[str]:
+    seen: list[str] = []
+    for template in spec.get("environments", []):
+        if template["branch"] not in seen:
+            seen.append(template["branch"])
+    return seen
+
+
+def _combine(results: Any, *, expected: int) -> BuildState:
+    states = [r.state for r in results]
+    if not states:
+        return BuildState.NONE
+    if BuildState.FAILED in states:
+        return BuildState.FAILED
+    if BuildState.RUNNING in states or BuildState.NONE in states:
+        return BuildState.RUNNING
+    return BuildState.SUCCEEDED if len(states) == expected else BuildState.RUNNING
+
+
+def _phase(env: JSON) -> str:
+    return str((env.get("status") or {}).get("phase", "Pending"))
+
+
+def _owned_by(obj: JSON, owner: JSON) -> bool:
+    return any(
+        ref.get("uid") == owner["metadata"]["uid"]
+        for ref in obj["metadata"].get("ownerReferences") or []
+    )
+
+
+def _dockerconfig_from_basic(registry: JSON, data: dict[str, str]) -> str:
+    import json
+
+    user = base64.b64decode(data.get("username", "")).decode()
+    password = base64.b64decode(data.get("password", "")).decode()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    config = {"auths": {registry["spec"]["server"]: {"username": user, "password": password,
+                                                     "auth": auth}}}
+    return base64.b64encode(json.dumps(config).encode()).decode()
+
+
+__all__ = ["ProjectReconciler", "Result", "environment_manifest", "is_true", "Snapshot"]

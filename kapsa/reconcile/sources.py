@@ -1,0 +1,95 @@
+"""What Kapsa knows of each Project's repository: branch heads from the last listing.
+
+Listings are `git ls-remote` (never a clone per poll). A failed listing is kept as an error beside
+the last good heads, never as evidence that branches are gone: a branch counts as gone only after
+`branch_gone_after` consecutive successful listings without it.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from kapsa.errors import KapsaError
+from kapsa.git.remote import GitCredentials, credentials_from_secret_data, list_branches
+from kapsa.git.urls import validate_url
+from kapsa.k8s.client import JSON
+from kapsa.k8s.resources import SECRET
+from kapsa.reconcile.context import Context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Snapshot:
+    heads: dict[str, str] = field(default_factory=dict)
+    """The last successful listing: branch -> commit."""
+    error: str | None = None
+    """The error of the newest listing, if it failed."""
+    listed_at: datetime | None = None
+    misses: dict[str, int] = field(default_factory=dict)
+    """Consecutive successful listings without a branch that was once seen."""
+    ok: bool = False
+
+
+class Sources:
+    def __init__(self) -> None:
+        self._snapshots: dict[str, Snapshot] = {}
+        self._lock = threading.Lock()
+
+    def get(self, project: str) -> Snapshot | None:
+        with self._lock:
+            return self._snapshots.get(project)
+
+    def forget(self, project: str) -> None:
+        with self._lock:
+            self._snapshots.pop(project, None)
+
+    def poll(self, ctx: Context, project: JSON) -> tuple[Snapshot, bool]:
+        """List the branches now; returns the snapshot and whether anything changed."""
+        name = project["metadata"]["name"]
+        git = project["spec"]["source"]["git"]
+        try:
+            url = validate_url(
+                git["url"],
+                allow_insecure=ctx.settings.allow_insecure_sources,
+                allow_private_hosts=ctx.settings.allow_private_hosts,
+            )
+            credentials = self._credentials(ctx, git.get("secretRef"))
+            heads = list_branches(url, credentials=credentials, timeout=ctx.settings.git_timeout)
+        except KapsaError as error:
+            with self._lock:
+                snapshot = self._snapshots.setdefault(name, Snapshot())
+                changed = snapshot.error != str(error)
+                snapshot.error = str(error)
+                snapshot.ok = False
+            log.info("listing %s failed: %s", name, error)
+            return snapshot, changed
+        with self._lock:
+            snapshot = self._snapshots.setdefault(name, Snapshot())
+            changed = snapshot.heads != heads or snapshot.error is not None or not snapshot.ok
+            for branch in set(snapshot.heads) | set(snapshot.misses):
+                if branch in heads:
+                    snapshot.misses.pop(branch, None)
+                else:
+                    snapshot.misses[branch] = snapshot.misses.get(branch, 0) + 1
+                    changed = True
+            snapshot.heads = heads
+            snapshot.error = None
+            snapshot.ok = True
+            snapshot.listed_at = ctx.now()
+        return snapshot, changed
+
+    @staticmethod
+    def _credentials(ctx: Context, ref: JSON | None) -> GitCredentials | None:
+        if not ref:
+            return None
+        namespace = ref.get("namespace") or ctx.settings.namespace
+        secret = ctx.kube.get(SECRET, ref["name"], namespace=namespace)
+        if secret is None:
+            raise KapsaError(f"git credentials Secret {namespace}/{ref['name']} not found")
+        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+        return credentials_from_secret_data(data)
