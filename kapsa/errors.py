@@ -38,3 +38,7 @@ class ControlPlaneError(KapsaError):
 
 class ConflictError(KapsaError):
     """A write lost a race (resourceVersion precondition); re-read and try again."""
+
+
+class InvalidSecretError(RegistryError):
+    """A credentials Secret Kapsa cannot read; its message names what is missing, never a value."""

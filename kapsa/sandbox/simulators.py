@@ -1,0 +1,180 @@
+"""Stand-ins for the controllers that cannot run on a machine without containers.
+
+Each is a SIMULATOR, named as such everywhere it is used: it writes the status the real controller
+would write, and nothing else. Kapsa itself runs unchanged against them.
+
+- `KpackSimulator` plays kpack's controller: it "builds" an Image by pushing a tiny real image to
+  the real registry and writes `status.latestImage` with its real digest, or a BuildFailed status.
+- `KubeletSimulator` plays the deployment controller and the kubelet: it reports a Deployment's
+  pods as updated, ready and available.
+- `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kapsa.k8s.client import JSON, ApiError, Kube
+from kapsa.k8s.informer import Informer
+from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, KPACK_IMAGE, ResourceType
+from kapsa.sandbox.registryserver import RegistryServer
+
+log = logging.getLogger(__name__)
+
+
+class _Simulator:
+    resource: ResourceType
+
+    def __init__(self, kube: Kube) -> None:
+        self.kube = kube
+        self.informer = Informer(kube, self.resource, on_event=self._on_event)
+        self._lock = threading.Lock()
+
+    def start(self) -> _Simulator:
+        self.informer.start()
+        self.informer.wait_synced()
+        return self
+
+    def stop(self) -> None:
+        self.informer.stop()
+
+    def _on_event(self, event: str, obj: JSON) -> None:
+        if event == "DELETED":
+            return
+        with self._lock:
+            try:
+                self.handle(obj)
+            except ApiError as error:
+                if error.status not in (404, 409):
+                    log.warning("%s: %s", type(self).__name__, error)
+
+    def handle(self, obj: JSON) -> None:
+        raise NotImplementedError
+
+    def _put_status(self, obj: JSON, status: JSON) -> None:
+        meta = obj["metadata"]
+        body = {**obj, "status": status}
+        self.kube.request(
+            "PUT",
+            self.resource.path(namespace=meta.get("namespace"), name=meta["name"]) + "/status",
+            body=body,
+        )
+
+
+FailPolicy = Callable[[JSON], str | None]
+
+
+class KpackSimulator(_Simulator):
+    """kpack's controller, simulated. `fail(image)` returns a failure message or None."""
+
+    resource = KPACK_IMAGE
+
+    def __init__(
+        self, kube: Kube, *, registry: RegistryServer, fail: FailPolicy | None = None
+    ) -> None:
+        super().__init__(kube)
+        self.registry = registry
+        self.fail = fail or (lambda _image: None)
+        self.hold = threading.Event()
+        """While set, builds stay running (Ready=Unknown) so tests can see Building."""
+        self.builds = 0
+
+    def release(self) -> None:
+        self.hold.clear()
+        for image in self.informer.items():
+            self._on_event("MODIFIED", image)
+
+    def handle(self, obj: JSON) -> None:
+        status = dict(obj.get("status") or {})
+        generation = obj["metadata"]["generation"]
+        ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
+        done = status.get("observedGeneration") == generation and ready and \
+            ready["status"] != "Unknown"
+        if done:
+            return
+        counter = int(status.get("buildCounter", 0))
+        if status.get("observedGeneration") != generation:
+            counter += 1
+        name = obj["metadata"]["name"]
+        status.update(
+            observedGeneration=generation,
+            buildCounter=counter,
+            latestBuildRef=f"{name}-build-{counter}",
+            latestBuildReason="COMMIT",
+        )
+        if self.hold.is_set():
+            status["conditions"] = [{"type": "Ready", "status": "Unknown",
+                                     "reason": "BuildRunning", "message": ""}]
+            self._put_status(obj, status)
+            return
+        failure = self.fail(obj)
+        if failure:
+            status["conditions"] = [{
+                "type": "Ready", "status": "False", "reason": "BuildFailed",
+                "message": f"Error: Build '{name}-build-{counter}' in namespace "
+                           f"'{obj['metadata']['namespace']}' failed: {failure}",
+            }]
+        else:
+            tags = [obj["spec"]["tag"], *obj["spec"].get("additionalTags", [])]
+            digest = ""
+            for tag in tags:
+                reference, _, tag_name = tag.rpartition(":")
+                repository = reference.split("/", 1)[1]
+                digest = self.registry.put_image(repository=repository, tag=tag_name)
+            reference = obj["spec"]["tag"].rpartition(":")[0]
+            status["latestImage"] = f"{reference}@{digest}"
+            status["conditions"] = [{"type": "Ready", "status": "True", "reason": "UpToDate",
+                                     "message": ""}]
+        self.builds += 1
+        self._put_status(obj, status)
+
+
+class KubeletSimulator(_Simulator):
+    """The deployment controller and kubelet, simulated: pods come up ready unless told not to."""
+
+    resource = DEPLOYMENT
+
+    def __init__(self, kube: Kube, *, never_ready: Callable[[JSON], bool] | None = None) -> None:
+        super().__init__(kube)
+        self.never_ready = never_ready or (lambda _deployment: False)
+
+    def handle(self, obj: JSON) -> None:
+        replicas = int(obj["spec"].get("replicas", 1))
+        generation = obj["metadata"]["generation"]
+        status = obj.get("status") or {}
+        if self.never_ready(obj):
+            wanted: dict[str, Any] = {
+                "observedGeneration": generation, "replicas": replicas,
+                "updatedReplicas": replicas, "readyReplicas": 0, "availableReplicas": 0,
+                "unavailableReplicas": replicas,
+            }
+        else:
+            wanted = {
+                "observedGeneration": generation, "replicas": replicas,
+                "updatedReplicas": replicas, "readyReplicas": replicas,
+                "availableReplicas": replicas,
+                "conditions": [{"type": "Available", "status": "True",
+                                "reason": "MinimumReplicasAvailable"}],
+            }
+        if all(status.get(k) == v for k, v in wanted.items()):
+            return
+        self._put_status(obj, wanted)
+
+
+class CertManagerSimulator(_Simulator):
+    """cert-manager's issuer controller, simulated: every ClusterIssuer becomes Ready."""
+
+    resource = CLUSTER_ISSUER
+
+    def handle(self, obj: JSON) -> None:
+        generation = obj["metadata"].get("generation", 1)
+        for entry in (obj.get("status") or {}).get("conditions", []):
+            if entry.get("type") == "Ready" and entry.get("observedGeneration") == generation:
+                return
+        self._put_status(obj, {"conditions": [{
+            "type": "Ready", "status": "True", "reason": "IsReady",
+            "message": "Signing CA verified (simulated)", "observedGeneration": generation,
+        }]})
