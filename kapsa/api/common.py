@@ -141,10 +141,18 @@ class Resource(Model, Generic[SpecT, StatusT]):
     status: StatusT | None = None
 
 
-def condition_list_field(description: str = "The latest observations of the object's state.") -> Any:
+def condition_list_field(
+    description: str = "The latest observations of the object's state.",
+) -> Any:
     """`conditions`, a list keyed by type (the generator marks it as a map)."""
     return Field(default_factory=list, description=description, json_schema_extra=MAP_BY_TYPE)
 
 
-MAP_BY_TYPE: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]}
-MAP_BY_NAME: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+MAP_BY_TYPE: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["type"],
+}
+MAP_BY_NAME: dict[str, Any] = {
+    "x-kubernetes-list-type": "map",
+    "x-kubernetes-list-map-keys": ["name"],
+}

@@ -36,6 +36,8 @@ class DomainPoolStatus(Model):
 
 
 class DomainPool(Resource[DomainPoolSpec, DomainPoolStatus]):
+    """A base domain environments get hosts under, and the issuer of their certificates."""
+
     kind_name: ClassVar[str] = "DomainPool"
     plural: ClassVar[str] = "domainpools"
     short_names: ClassVar[tuple[str, ...]] = ("dpool",)
@@ -43,7 +45,7 @@ class DomainPool(Resource[DomainPoolSpec, DomainPoolStatus]):
     printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
         ("Domain", "string", ".spec.baseDomain", "The base domain."),
         ("Issuer", "string", ".spec.clusterIssuerRef.name", "The ClusterIssuer."),
-        ("Ready", "string", ".status.conditions[?(@.type==\"Ready\")].status", "Issuer verified."),
+        ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Issuer verified."),
         ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
     )
     kind: str = "DomainPool"

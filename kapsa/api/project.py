@@ -177,11 +177,13 @@ class ProjectStatus(Model):
     latest_image: str | None = Field(default=None, description="The image of latestCommit.")
     namespace: str | None = Field(default=None, description="The namespace Kapsa made for it.")
     branches: list[BranchStatus] = Field(
-        default_factory=list, description="What Kapsa knows per built branch.",
+        default_factory=list,
+        description="What Kapsa knows per built branch.",
         json_schema_extra=MAP_BY_NAME,
     )
     environments: list[EnvironmentSummary] = Field(
-        default_factory=list, description="Its environments and their URLs.",
+        default_factory=list,
+        description="Its environments and their URLs.",
         json_schema_extra=MAP_BY_NAME,
     )
     conditions: list[Condition] = condition_list_field()

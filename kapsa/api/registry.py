@@ -31,6 +31,8 @@ class RegistryStatus(Model):
 
 
 class Registry(Resource[RegistrySpec, RegistryStatus]):
+    """An image registry Kapsa pushes builds to, checked by logging in."""
+
     kind_name: ClassVar[str] = "Registry"
     plural: ClassVar[str] = "registries"
     short_names: ClassVar[tuple[str, ...]] = ("kreg",)

@@ -64,7 +64,10 @@ def cache_bin(cache: Path = DEFAULT_CACHE) -> Path:
 def find_or_build_assets(
     *, cache: Path = DEFAULT_CACHE, progress: Progress = _stderr, build: bool = True
 ) -> Assets:
-    """`KUBEBUILDER_ASSETS` first (as controller-runtime's envtest), then the cache, then a build."""
+    """`KUBEBUILDER_ASSETS` first (as envtest does), then the cache, then a build.
+
+    A user holding binaries of a newer Kubernetes thereby skips the build entirely.
+    """
     env_folder = os.environ.get("KUBEBUILDER_ASSETS")
     if env_folder:
         found = Assets.in_folder(Path(env_folder))
@@ -116,8 +119,10 @@ def build_from_debian_source(*, cache: Path = DEFAULT_CACHE, progress: Progress 
     progress(f"building Kubernetes {KUBERNETES_SOURCE_VERSION} into {bin_dir} (once; ~8 minutes)")
     progress("1/5 enabling Debian source packages and installing the Go toolchain")
     _ensure_deb_src()
-    _run(["apt-get", "install", "-y", "-q", *APT_PACKAGES],
-         env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    _run(
+        ["apt-get", "install", "-y", "-q", *APT_PACKAGES],
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     progress("2/5 fetching Debian's kubernetes source package")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -136,10 +141,18 @@ def build_from_debian_source(*, cache: Path = DEFAULT_CACHE, progress: Progress 
     link = gopath / "src/k8s.io/kubernetes"
     if not link.exists():
         link.symlink_to("../../..")
-    env = {**os.environ, "GOPATH": str(gopath), "CGO_ENABLED": "0",
-           "GOFLAGS": "", "GOCACHE": str(cache / "gocache")}
-    _run(["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl"],
-         cwd=link, env=env)
+    env = {
+        **os.environ,
+        "GOPATH": str(gopath),
+        "CGO_ENABLED": "0",
+        "GOFLAGS": "",
+        "GOCACHE": str(cache / "gocache"),
+    }
+    _run(
+        ["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl"],
+        cwd=link,
+        env=env,
+    )
     progress("5/5 caching the binaries")
     out = src / "_output/local/bin/linux/amd64"
     bin_dir.mkdir(parents=True, exist_ok=True)

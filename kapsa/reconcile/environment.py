@@ -23,7 +23,7 @@ from kapsa.k8s.resources import (
     SECRET,
     SERVICE,
 )
-from kapsa.machines import BuildState, EnvironmentObservation, Transition, decide_environment
+from kapsa.machines import DELETED, BuildState, EnvironmentObservation, Transition, decide_environment
 from kapsa.reconcile.conditions import is_true, set_condition
 from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.project import FINALIZER, Result
@@ -90,8 +90,10 @@ class EnvironmentReconciler:
             desired, desired_commit = built_image, built_commit
         else:
             desired, desired_commit = current, old.get("commit")
+        # A standard environment exists only once its branch has an image, so "no image" here
+        # means the Project's status has not reached the cache yet: wait, do not call it Building.
         build_state = BuildState(branch.get("buildState", "None")) if preview else (
-            BuildState.SUCCEEDED if built_image else _project_build_state(project))
+            BuildState.SUCCEEDED if built_image else BuildState.NONE)
 
         # Where it answers: a host from the pool, never one another environment holds.
         blocked = ""
@@ -220,16 +222,15 @@ class EnvironmentReconciler:
         phase = (env.get("status") or {}).get("phase", "Pending")
         observation = EnvironmentObservation(now=ctx.now(), deleting=True, finalized=True)
         transition = decide_environment(phase, observation)
-        if transition is not None and transition.dest != "Deleted":
+        if transition is not None and transition.dest != DELETED:
             status = dict(env.get("status") or {})
             status["phase"] = transition.dest
-            if write_status(ctx, ENVIRONMENT, env, status, transition=transition,
-                            project=project, catch_up=self.catch_up) is not None:
-                return Result()
-        final = decide_environment("Expiring", observation)
-        if final is not None:
+            write_status(ctx, ENVIRONMENT, env, status, transition=transition,
+                         project=project, catch_up=self.catch_up)
+            return Result()  # the watch event of that write carries on to the final step
+        if transition is not None:
             seq = int(((env.get("status") or {}).get("lastTransition") or {}).get("seq", 0)) + 1
-            last = last_transition(transition=final, seq=seq, at=rfc3339(ctx.now()),
+            last = last_transition(transition=transition, seq=seq, at=rfc3339(ctx.now()),
                                    commit=None, image=None)
             ctx.ledger.append(entry_from_status(env, last, project=project))
         finalizers = [f for f in meta.get("finalizers", []) if f != FINALIZER]
@@ -334,14 +335,6 @@ def _deployment_ready(deployment: JSON | None, image: str | None) -> bool:
         and status.get("availableReplicas", 0) >= replicas
         and status.get("readyReplicas", 0) >= replicas
     )
-
-
-def _project_build_state(project: JSON) -> BuildState:
-    for entry in (project.get("status") or {}).get("conditions", []):
-        if entry.get("type") == "BuildSucceeded":
-            return {"True": BuildState.SUCCEEDED, "False": BuildState.FAILED}.get(
-                entry.get("status", ""), BuildState.RUNNING)
-    return BuildState.NONE
 
 
 def _reason(obj: JSON, type_: str) -> str:

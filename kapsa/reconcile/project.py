@@ -13,7 +13,7 @@ from typing import Any
 
 from kapsa.api.naming import image_tag, slug
 from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
-from kapsa.errors import KapsaError
+from kapsa.errors import KapsaError, SourceError, UnsafeURLError
 from kapsa.git.strategy import detect_strategy
 from kapsa.git.urls import validate_url
 from kapsa.k8s import manifests
@@ -28,7 +28,7 @@ from kapsa.k8s.resources import (
     SECRET,
     SERVICE_ACCOUNT,
 )
-from kapsa.machines import BuildState, ProjectObservation, decide_project
+from kapsa.machines import DELETED, BuildState, ProjectObservation, decide_project
 from kapsa.reconcile.conditions import is_true, set_condition
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.recorder import LedgerCatchUp, write_status
@@ -95,17 +95,20 @@ class ProjectReconciler:
             )
 
         # 1. The spec's own checks, before anything is created.
+        url = spec["source"]["git"]["url"]
         try:
-            url = validate_url(
-                spec["source"]["git"]["url"],
+            validate_url(
+                url,
                 allow_insecure=ctx.settings.allow_insecure_sources,
                 allow_private_hosts=ctx.settings.allow_private_hosts,
             )
-        except KapsaError as error:
+        except UnsafeURLError as error:
             cond("Ready", False, "InvalidSource", str(error))
             status.update(conditions=conditions, observedGeneration=generation)
             self._write(obj, status, None)
             return Result()
+        except SourceError:
+            pass  # unreachable right now: the listing below says so as a condition
 
         # 2. The namespace, never adopted from someone else.
         namespace = name
@@ -172,10 +175,13 @@ class ProjectReconciler:
             cond("BuildSucceeded", None, "BuildRunning", "a build is running")
 
         # 6. The Environments of spec.environments (previews are the preview reconciler's).
-        environments = self._ensure_environments(obj, namespace)
+        # As in the design's first flow, an Environment appears once its branch has an image.
+        environments = self._ensure_environments(
+            obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
+        )
 
         # 7. Decide, then record.
-        envs_running = sum(1 for e in environments if _phase(e) == "Running")
+        envs_running = sum(1 for e in environments if _up_to_date(e, branches))
         envs_failed = [e for e in environments if _phase(e) == "Failed"]
         observation = ProjectObservation(
             heads_known=heads_known,
@@ -233,17 +239,15 @@ class ProjectReconciler:
         """Record the Project's end in the ledger; the owned namespace takes everything with it."""
         name = obj["metadata"]["name"]
         phase = (obj.get("status") or {}).get("phase", "Pending")
-        transition = decide_project(phase, ProjectObservation(deleting=True, finalized=True))
-        if transition is not None:
+        observation = ProjectObservation(deleting=True, finalized=True)
+        transition = decide_project(phase, observation)
+        if transition is not None and transition.dest != DELETED:
             status = dict(obj.get("status") or {})
-            status["phase"] = transition.dest if transition.dest != "Deleted" else "Expiring"
-            stored = self._write(obj, status, transition)
-            if stored is not None:
-                return Result()  # the next event carries on to the final transition
-        if phase == "Expiring":
-            final = decide_project("Expiring", ProjectObservation(deleting=True, finalized=True))
-            if final is not None:
-                self._ledger_only(obj, final)
+            status["phase"] = transition.dest
+            self._write(obj, status, transition)
+            return Result()  # the watch event of that write carries on to the final step
+        if transition is not None:
+            self._ledger_only(obj, transition)
         finalizers = [f for f in obj["metadata"].get("finalizers", []) if f != FINALIZER]
         try:
             self.ctx.kube.merge_patch(PROJECT, name, {"metadata": {"finalizers": finalizers}})
@@ -438,7 +442,9 @@ class ProjectReconciler:
         return credentials_from_secret(secret_type=secret.get("type", ""), data=data,
                                        server=registry["spec"]["server"])
 
-    def _ensure_environments(self, obj: JSON, namespace: str) -> list[JSON]:
+    def _ensure_environments(
+        self, obj: JSON, namespace: str, *, ready_branches: set[str]
+    ) -> list[JSON]:
         ctx = self.ctx
         name = obj["metadata"]["name"]
         wanted = {t["name"]: t for t in obj["spec"].get("environments", [])}
@@ -455,6 +461,8 @@ class ProjectReconciler:
                 secret_refs=template.get("secretRefs", []),
             )
             current = live.get(env_name)
+            if current is None and template["branch"] not in ready_branches:
+                continue
             if current is None or not manifests.contains(current, manifest):
                 current = ctx.kube.apply(ENVIRONMENT, manifest)
             result.append(current)
@@ -516,6 +524,16 @@ def _combine(results: Any, *, expected: int) -> BuildState:
     if BuildState.RUNNING in states or BuildState.NONE in states:
         return BuildState.RUNNING
     return BuildState.SUCCEEDED if len(states) == expected else BuildState.RUNNING
+
+
+def _up_to_date(env: JSON, branches: dict[str, JSON]) -> bool:
+    """Running, and on the newest image of its branch unless it does not follow the branch."""
+    if _phase(env) != "Running":
+        return False
+    if not env["spec"].get("autoSync", True):
+        return True
+    built = branches.get(env["spec"]["branch"], {}).get("image")
+    return built is None or (env.get("status") or {}).get("image") == built
 
 
 def _phase(env: JSON) -> str:

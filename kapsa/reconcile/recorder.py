@@ -93,7 +93,8 @@ def entry_from_status(
 def emit_event(ctx: Context, obj: JSON, *, reason: str, message: str, warning: bool) -> None:
     """A Kubernetes Event, so `kubectl describe` tells the story; best effort."""
     meta = obj["metadata"]
-    namespace = meta.get("namespace") or ctx.settings.namespace
+    # Events of cluster-scoped objects live in `default`, as kubectl describe looks for them.
+    namespace = meta.get("namespace") or "default"
     stamp = rfc3339(ctx.now())
     event = {
         "apiVersion": "v1",
@@ -103,7 +104,7 @@ def emit_event(ctx: Context, obj: JSON, *, reason: str, message: str, warning: b
             "apiVersion": obj["apiVersion"],
             "kind": obj["kind"],
             "name": meta["name"],
-            "namespace": meta.get("namespace"),
+            **({"namespace": meta["namespace"]} if meta.get("namespace") else {}),
             "uid": meta["uid"],
         },
         "reason": reason,

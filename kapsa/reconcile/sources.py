@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from kapsa.errors import KapsaError
-from kapsa.git.remote import GitCredentials, credentials_from_secret_data, list_branches
+from kapsa.git.credentials import GitCredentials, credentials_from_secret_data
+from kapsa.git.remote import list_branches
 from kapsa.git.urls import validate_url
 from kapsa.k8s.client import JSON
 from kapsa.k8s.resources import SECRET

@@ -1,4 +1,4 @@
-"""The image registry adapter: reads push credentials and checks that they log in.
+"""The image registry adapter: reads push credentials, checks that they log in, resolves digests.
 
 It never talks to Kubernetes: the caller reads the Secret and hands over its data.
 """
@@ -6,6 +6,14 @@ It never talks to Kubernetes: the caller reads the Secret and hands over its dat
 from __future__ import annotations
 
 from kapsa.registry.credentials import RegistryCredentials, credentials_from_secret
+from kapsa.registry.digest import image_exists, resolve_digest
 from kapsa.registry.verify import Verification, verify_registry
 
-__all__ = ["RegistryCredentials", "Verification", "credentials_from_secret", "verify_registry"]
+__all__ = [
+    "RegistryCredentials",
+    "Verification",
+    "credentials_from_secret",
+    "image_exists",
+    "resolve_digest",
+    "verify_registry",
+]

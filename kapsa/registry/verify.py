@@ -6,6 +6,10 @@ address a user types: HTTPS unless the Registry says `insecure` (a TLS failure i
 over plain HTTP), and no requests to loopback, link-local or private addresses (the operator's
 own neighbourhood, cloud metadata) unless the operator allows them; the token realm a registry
 names is held to both rules too.
+
+The same handshake serves every other question Kapsa asks a registry (see `digest.py`): `_Client`
+sends a request, answers the challenge a 401 carries and sends it again, and leaves the meaning
+of the final status to its caller.
 """
 
 from __future__ import annotations
@@ -60,33 +64,40 @@ def verify_registry(
     allow_private_hosts: bool = False,
 ) -> Verification:
     """Log in to `server` (host[:port]) the way a pushing client would; never raises."""
-    check = _Check(
+    client = _Client(
         credentials=credentials,
         insecure=insecure,
         ca_bundle=ca_bundle,
         timeout=timeout,
         allow_private_hosts=allow_private_hosts,
     )
-    if not _SERVER.fullmatch(server):
-        return Verification(
-            ok=False,
-            reason=HOST_NOT_ALLOWED,
-            message=f"{server!r} is not a registry host[:port] such as harbor.corp.com:443",
-        )
-    scheme = "http" if insecure else "https"
     try:
-        return check.run(f"{scheme}://{server}/v2/")
+        url = f"{client.base_url(server)}/v2/"
+        answer, logged_in = client.authenticated("GET", url)
+        if answer.status_code != 200:
+            raise client.unexpected(url, answer)
     except _VerdictError as verdict:
         return verdict.verification
     finally:
-        check.session.close()
+        client.close()
+    if logged_in:
+        message = f"logged in to {_origin(url)} as {credentials.username}"
+    else:
+        message = f"{_origin(url)} answered without asking for credentials"
+    return Verification(ok=True, reason=VERIFIED, message=message)
 
 
-class _Check:
+class _Client:
+    """One registry conversation: the address rules, the Basic or Bearer login, the messages.
+
+    `credentials` may be None for anonymous pulls: a Bearer token is then asked for without a
+    login (public repositories on hosted registries hand those out), a Basic challenge fails.
+    """
+
     def __init__(
         self,
         *,
-        credentials: RegistryCredentials,
+        credentials: RegistryCredentials | None,
         insecure: bool,
         ca_bundle: str | None,
         timeout: float,
@@ -102,39 +113,61 @@ class _Check:
         self.session.trust_env = False
         self.session.verify = ca_bundle if ca_bundle else True
 
-    def run(self, url: str) -> Verification:
-        answer = self.get(url)
-        if answer.status_code == 200:
-            return Verification(
-                ok=True,
-                reason=VERIFIED,
-                message=f"{_origin(url)} answered without asking for credentials",
+    def close(self) -> None:
+        self.session.close()
+
+    def base_url(self, server: str) -> str:
+        """`server` as scheme://host[:port], refused unless it is a plain host[:port]."""
+        if not _SERVER.fullmatch(server):
+            raise _failed(
+                HOST_NOT_ALLOWED,
+                f"{server!r} is not a registry host[:port] such as harbor.corp.com:443",
             )
+        return f"{'http' if self.insecure else 'https'}://{server}"
+
+    def authenticated(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        scope: str | None = None,
+    ) -> tuple[requests.Response, bool]:
+        """The answer to `method url`, logging in first if the registry challenges.
+
+        Returns the final answer and whether credentials (or a token) went with it. A refusal
+        of the login raises; any other status is the caller's to judge. `scope` is the Bearer
+        token scope to ask for; without it, the one the challenge names.
+        """
+        answer = self.send(method, url, headers=headers)
         if answer.status_code != 401:
-            raise self.unexpected(url, answer)
+            return answer, False
         scheme, params = _challenge(answer.headers.get("WWW-Authenticate", ""))
         if scheme == "basic":
-            retried = self.get(url, auth=(self.credentials.username, self.credentials.password))
+            if self.credentials is None:
+                raise self.rejected(url, answer)
+            retried = self.send(method, url, headers=headers, auth=self.login())
         elif scheme == "bearer":
-            token = self.token(params)
-            retried = self.get(url, headers={"Authorization": f"Bearer {token}"})
+            token = self.token(params, scope=scope)
+            retried = self.send(
+                method, url, headers={**(headers or {}), "Authorization": f"Bearer {token}"}
+            )
         else:
             raise _failed(
                 UNEXPECTED,
                 f"{_origin(url)} asks for an authentication scheme Kapsa does not "
                 f"speak ({scheme or 'none given'}); Basic and Bearer are supported",
             )
-        if retried.status_code == 200:
-            return Verification(
-                ok=True,
-                reason=VERIFIED,
-                message=f"logged in to {_origin(url)} as {self.credentials.username}",
-            )
         if retried.status_code in (401, 403):
             raise self.rejected(url, retried)
-        raise self.unexpected(url, retried)
+        return retried, True
 
-    def token(self, params: dict[str, str]) -> str:
+    def login(self) -> tuple[str, str] | None:
+        if self.credentials is None:
+            return None
+        return (self.credentials.username, self.credentials.password)
+
+    def token(self, params: dict[str, str], *, scope: str | None) -> str:
         realm = params.get("realm", "")
         if not realm:
             raise _failed(
@@ -142,9 +175,9 @@ class _Check:
                 "the registry's Bearer challenge names no token realm",
             )
         query = {key: params[key] for key in ("service", "scope") if params.get(key)}
-        answer = self.get(
-            realm, params=query, auth=(self.credentials.username, self.credentials.password)
-        )
+        if scope:
+            query["scope"] = scope
+        answer = self.send("GET", realm, params=query, auth=self.login())
         if answer.status_code in (401, 403):
             raise self.rejected(realm, answer)
         if answer.status_code != 200:
@@ -163,8 +196,9 @@ class _Check:
             )
         return token
 
-    def get(
+    def send(
         self,
+        method: str,
         url: str,
         *,
         auth: tuple[str, str] | None = None,
@@ -174,7 +208,8 @@ class _Check:
         self.admit(url)
         try:
             # Redirects are not followed: each hop would need the same address check first.
-            return self.session.get(
+            return self.session.request(
+                method,
                 url,
                 auth=auth,
                 headers=headers,
@@ -222,9 +257,13 @@ class _Check:
     def rejected(self, url: str, answer: requests.Response) -> _VerdictError:
         return _failed(
             AUTHENTICATION_FAILED,
-            f"{_origin(url)} refused the credentials of {self.credentials.username} "
-            f"(HTTP {answer.status_code})",
+            f"{_origin(url)} refused {self.who()} (HTTP {answer.status_code})",
         )
+
+    def who(self) -> str:
+        if self.credentials is None:
+            return "anonymous access"
+        return f"the credentials of {self.credentials.username}"
 
     def unexpected(self, url: str, answer: requests.Response) -> _VerdictError:
         return _failed(

@@ -1,0 +1,149 @@
+"""Which repository URLs Kapsa hands to git.
+
+A Project's URL is user input that ends up as a git argument inside the operator, next to the
+service account token and the cluster network. git has run arbitrary commands for `ext::` URLs
+and taken URLs starting with `-` as options, and a URL pointing at `kubernetes.default.svc` or
+a cloud metadata address turns the operator into a proxy into the cluster. So only https and
+ssh are accepted by default, git:// and file:// (and plain http) only when the admin allows
+insecure sources, and hosts that resolve to non-public addresses only when the admin allows
+private hosts (a self-hosted Gitea in the cluster, a test server).
+
+The address check is made when the URL is validated; git resolves the name again when it
+connects, so a DNS answer that changes in between is not caught here.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import unicodedata
+from urllib.parse import SplitResult, urlsplit
+
+from kapsa.errors import SourceError, UnsafeURLError
+
+SECURE_SCHEMES = frozenset({"https", "ssh", "git+ssh", "ssh+git"})
+INSECURE_SCHEMES = frozenset({"git", "file", "http"})
+#: Names that only mean something inside a cluster or on the machine itself.
+INTERNAL_SUFFIXES = (".svc", ".cluster.local", ".localhost", ".internal", ".local")
+
+# git's own rule: `<transport>::<address>` hands the URL to git-remote-<transport>.
+_HELPER_RE = re.compile(r"^[A-Za-z0-9+.-]*::")
+_SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+# git's own rule: a colon before any slash makes `[user@]host:path` an ssh address.
+_SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
+_HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+
+
+def _refuse(url: str, reason: str) -> UnsafeURLError:
+    return UnsafeURLError(f"repository URL {_redact(url)!r} refused: {reason}")
+
+
+def _redact(url: str) -> str:
+    """The URL without any userinfo, so a refused URL's password is not repeated back."""
+    return re.sub(r"(://)[^/@]*@", r"\1***@", url)
+
+
+def _check_characters(url: str) -> None:
+    if not url:
+        raise UnsafeURLError("repository URL is empty")
+    for char in url:
+        if char.isspace() or unicodedata.category(char).startswith("C"):
+            raise _refuse(url, "it contains whitespace or control characters")
+    if url.startswith("-"):
+        raise _refuse(url, "it starts with '-', which git would read as an option")
+    if _HELPER_RE.match(url):
+        raise _refuse(url, "`<transport>::` remote helper URLs can run arbitrary commands")
+
+
+def _check_host(url: str, host: str | None) -> str:
+    if not host:
+        raise _refuse(url, "it has no host")
+    bare = host.strip("[]")
+    if bare.startswith("-"):
+        raise _refuse(url, "the host starts with '-'")
+    try:
+        ipaddress.ip_address(bare.split("%", 1)[0])
+    except ValueError:
+        if not _HOSTNAME_RE.fullmatch(bare):
+            raise _refuse(url, f"{bare!r} is not a host name") from None
+    return bare
+
+
+def _split_scheme(url: str, scheme: str, *, allow_insecure: bool) -> tuple[str | None, int | None]:
+    if scheme not in SECURE_SCHEMES | INSECURE_SCHEMES:
+        raise _refuse(url, f"scheme {scheme!r} is not supported (use https or ssh)")
+    if scheme in INSECURE_SCHEMES and not allow_insecure:
+        raise _refuse(url, f"{scheme}:// is unauthenticated or local; the admin has to allow it")
+    parts: SplitResult = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        raise _refuse(url, "the port is not a number between 0 and 65535") from None
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise _refuse(url, "file:// URLs cannot name a host")
+        return None, None
+    if scheme in ("https", "http") and (parts.username is not None or parts.password is not None):
+        raise _refuse(url, "credentials belong in the project's credentials Secret, not the URL")
+    if parts.password is not None:
+        raise _refuse(url, "passwords belong in the project's credentials Secret, not the URL")
+    if parts.username is not None and parts.username.startswith("-"):
+        raise _refuse(url, "the user name starts with '-'")
+    return _check_host(url, parts.hostname), port
+
+
+def _split_scp(url: str) -> str:
+    match = _SCP_RE.fullmatch(url)
+    if match is None:
+        raise _refuse(url, "it is neither an https/ssh URL nor a `user@host:path` ssh address")
+    user = match.group("user")
+    if user is not None and user.startswith("-"):
+        raise _refuse(url, "the user name starts with '-'")
+    if not match.group("path"):
+        raise _refuse(url, "it names no repository path")
+    return _check_host(url, match.group("host"))
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not ip.is_multicast
+
+
+def _check_public(url: str, host: str, port: int | None) -> None:
+    name = host.lower().rstrip(".")
+    if "." not in name and ":" not in name:
+        # Inside a pod a single label resolves through the namespace's search domains.
+        raise _refuse(url, f"{host!r} is a cluster-internal or local name")
+    if name.endswith(INTERNAL_SUFFIXES):
+        raise _refuse(url, f"{host!r} is a cluster-internal or local name")
+    try:
+        infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise SourceError(f"cannot resolve the host of {_redact(url)!r}: {exc}") from exc
+    for info in infos:
+        address = str(info[4][0])
+        if not _is_public(address):
+            raise _refuse(url, f"{host!r} resolves to the non-public address {address}")
+
+
+def validate_url(
+    url: str, *, allow_insecure: bool = False, allow_private_hosts: bool = False
+) -> str:
+    """`url` unchanged when Kapsa may hand it to git; UnsafeURLError saying why when not.
+
+    Raises SourceError, not UnsafeURLError, when the host cannot be resolved right now: a DNS
+    outage must not turn a good Project into an invalid one.
+    """
+    _check_characters(url)
+    scheme_match = _SCHEME_RE.match(url)
+    if scheme_match is not None:
+        scheme = scheme_match.group(1).lower()
+        host, port = _split_scheme(url, scheme, allow_insecure=allow_insecure)
+    else:
+        host, port = _split_scp(url), None
+    if host is not None and not allow_private_hosts:
+        _check_public(url, host, port)
+    return url

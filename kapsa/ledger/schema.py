@@ -1,0 +1,85 @@
+"""The `transitions` table in SQLAlchemy Core: the definition the migrations are checked against."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out, whatever the backend keeps.
+
+    SQLite has no time zones and hands back naive values; stored as UTC text they also sort
+    correctly, so `at` comparisons work the same on both backends.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the ledger takes aware datetimes only")
+        value = value.astimezone(UTC)
+        return value if dialect.name == "postgresql" else value.replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, _dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+transitions = Table(
+    "transitions",
+    metadata,
+    # BigInteger on PostgreSQL; on SQLite it must stay INTEGER to be the rowid alias.
+    Column(
+        "id",
+        BigInteger().with_variant(Integer(), "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("namespace", String(253), nullable=True),
+    Column("name", String(253), nullable=False),
+    Column("project", String(253), nullable=False),
+    Column("uid", String(128), nullable=False),
+    Column("seq", Integer(), nullable=False),
+    Column("from_state", String(64), nullable=False),
+    Column("to_state", String(64), nullable=False),
+    Column("trigger", String(128), nullable=False),
+    Column("reason", String(1024), nullable=False),
+    Column("message", Text(), nullable=False),
+    Column("commit", String(64), nullable=True),
+    Column("image", Text(), nullable=True),
+    Column("generation", BigInteger(), nullable=True),
+    Column("source", String(253), nullable=True),
+    UniqueConstraint("uid", "seq", name="uq_transitions_uid_seq"),
+    # One environment's history, newest first: the CLI's and the web page's main query.
+    Index("ix_transitions_project_kind_name_id", "project", "kind", "name", "id"),
+    # A whole project (its own rows and all its environments'), newest first.
+    Index("ix_transitions_project_id", "project", "id"),
+    # Time windows across everything (retention, "what happened last night").
+    Index("ix_transitions_at", "at"),
+)
+
+#: Entry fields, in table order: the columns a row maps onto (everything but `id`).
+ENTRY_COLUMNS = tuple(c for c in transitions.columns if c.name != "id")
