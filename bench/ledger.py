@@ -41,7 +41,7 @@ INSERT = (
 )
 LAST_50 = (
     f"SELECT id, {COLUMNS} FROM transitions WHERE project = {{p}} AND kind = 'Environment'"
-    " AND name = {p} ORDER BY id DESC LIMIT 50"
+    " AND name = {p} ORDER BY at DESC, id DESC LIMIT 50"
 )
 
 

@@ -23,7 +23,7 @@ class _Running:
 def deployments_from(entries: Iterable[Entry]) -> list[Deployment]:
     """Each image that reached Running, oldest first, from when to when.
 
-    `entries` are one environment's transitions in ledger order. A deployment starts when the
+    `entries` are one environment's transitions in time order. A deployment starts when the
     environment becomes Running with an image other than the one running, and ends when another
     image becomes Running, when the environment starts Expiring, or when the environment is
     recreated (a new uid under the same name). A Running transition that names no image is

@@ -73,13 +73,11 @@ transitions = Table(
     Column("generation", BigInteger(), nullable=True),
     Column("source", String(253), nullable=True),
     UniqueConstraint("uid", "seq", name="uq_transitions_uid_seq"),
-    # One environment's history, newest first: the CLI's and the web page's main query.
-    Index("ix_transitions_project_kind_name_id", "project", "kind", "name", "id"),
-    # A whole project (its own rows and all its environments'), newest first.
-    Index("ix_transitions_project_id", "project", "id"),
+    # History is ordered by (at, id). These serve one environment's and a whole project's
+    # history, both "the last 50" and a time window, from the index alone: with (project, kind,
+    # name, id) a window had to fetch every row of the environment to test `at` (5 ms at 1M).
+    Index("ix_transitions_env_at", "project", "kind", "name", "at", "id"),
+    Index("ix_transitions_project_at", "project", "at", "id"),
     # Time windows across everything (retention, "what happened last night").
     Index("ix_transitions_at", "at"),
 )
-
-#: Entry fields, in table order: the columns a row maps onto (everything but `id`).
-ENTRY_COLUMNS = tuple(c for c in transitions.columns if c.name != "id")

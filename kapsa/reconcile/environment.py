@@ -127,8 +127,8 @@ class EnvironmentReconciler:
                     f" not found in namespace {meta['namespace']}; the rollout waits for it"
 
         deployment = ctx.caches[DEPLOYMENT].get(meta["name"], meta["namespace"])
-        running_image = target or current
-        ready = _deployment_ready(deployment, running_image)
+        # Ready means ready on the image wanted now: the rollout's target, else the desired one.
+        ready = _deployment_ready(deployment, target or desired)
         deadline = parse_duration(app.get("rolloutDeadline", "10m"))
         observation = EnvironmentObservation(
             now=now,

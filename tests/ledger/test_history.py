@@ -50,12 +50,13 @@ def test_a_naive_time_is_refused(ledger: Ledger) -> None:
         ledger.append(entry(at=datetime(2025, 3, 1, 12, 0)))
 
 
-def test_history_is_oldest_first_in_append_order(ledger: Ledger) -> None:
-    written = [entry(seq=seq, at=minutes(seq)) for seq in (1, 2, 3, 4)]
-    for item in written:
-        ledger.append(item)
+def test_history_is_oldest_first_by_time_then_append_order(ledger: Ledger) -> None:
+    # seq 3 is written last, as a restarted reconciler backfills it, but happened second.
+    for seq, minute in ((1, 1), (2, 5), (4, 5), (3, 2)):
+        ledger.append(entry(seq=seq, at=minutes(minute)))
 
-    assert [e.seq for e in ledger.history(project="web")] == [1, 2, 3, 4]
+    assert [e.seq for e in ledger.history(project="web")] == [1, 3, 2, 4]
+    assert [e.seq for e in ledger.history(project="web", limit=2)] == [2, 4]
 
 
 def test_limit_keeps_the_newest_rows_still_oldest_first(ledger: Ledger) -> None:

@@ -42,10 +42,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(253), nullable=True),
         sa.UniqueConstraint("uid", "seq", name="uq_transitions_uid_seq"),
     )
-    op.create_index(
-        "ix_transitions_project_kind_name_id", "transitions", ["project", "kind", "name", "id"]
-    )
-    op.create_index("ix_transitions_project_id", "transitions", ["project", "id"])
+    op.create_index("ix_transitions_env_at", "transitions", ["project", "kind", "name", "at", "id"])
+    op.create_index("ix_transitions_project_at", "transitions", ["project", "at", "id"])
     op.create_index("ix_transitions_at", "transitions", ["at"])
 
 
