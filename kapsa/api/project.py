@@ -44,6 +44,12 @@ class SourceSpec(Model):
         pattern=DURATION_PATTERN,
         description="How often Kapsa checks the branches for new commits (e.g. 30s, 5m, 1h).",
     )
+    webhook_secret_ref: NamespacedRef | None = Field(
+        default=None,
+        description="A Secret whose `token` key authenticates push webhooks for this Project "
+        "(GitHub/Gitea HMAC signature or GitLab token). Without it, webhooks are refused and "
+        "polling alone finds new commits.",
+    )
 
 
 class BuildStrategy(StrEnum):
