@@ -176,6 +176,32 @@ class BranchStatus(Model):
     image: str | None = Field(default=None, description="The image of builtCommit, by digest.")
 
 
+class PreviewStatus(Model):
+    name: str = Field(description="The preview Environment's name (the branch's slug).")
+    branch: str = Field(description="The branch it previews.")
+    commit: str | None = Field(default=None, description="The branch's head at the last poll.")
+    built_commit: str | None = Field(
+        default=None, description="The newest commit of the branch built successfully."
+    )
+    image: str | None = Field(default=None, description="The image of builtCommit, by digest.")
+    build_state: str = Field(
+        default="None", description="None, Running, Succeeded or Failed: the head's build."
+    )
+    message: str | None = Field(default=None, description="The builder's message on failure.")
+    gone: bool = Field(
+        default=False,
+        description="The branch was missing from enough consecutive successful listings.",
+    )
+    expired_commit: str | None = Field(
+        default=None,
+        description="The commit whose preview expired by TTL: only a newer commit brings the "
+        "preview back.",
+    )
+    waiting: bool = Field(
+        default=False, description="Over previewEnvironments.maxCount: waits for a free slot."
+    )
+
+
 class ProjectStatus(Model):
     phase: Phase = Field(default=Phase.PENDING, description="Where the Project stands.")
     message: str | None = Field(default=None, description="Why, for people.")
@@ -185,6 +211,11 @@ class ProjectStatus(Model):
     branches: list[BranchStatus] = Field(
         default_factory=list,
         description="What Kapsa knows per built branch.",
+        json_schema_extra=MAP_BY_NAME,
+    )
+    previews: list[PreviewStatus] = Field(
+        default_factory=list,
+        description="Branches with a preview, and the state of their builds.",
         json_schema_extra=MAP_BY_NAME,
     )
     environments: list[EnvironmentSummary] = Field(

@@ -46,12 +46,18 @@ def load_configuration(kubeconfig: str | None = None) -> Configuration:
     """A kubeconfig file when given, else in-cluster credentials, else ~/.kube/config."""
     configuration = Configuration()
     if kubeconfig:
-        kube_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=configuration
+        )
         return configuration
     try:
-        kube_config.load_incluster_config(client_configuration=configuration)
+        kube_config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     except kube_config.ConfigException:
-        kube_config.load_kube_config(client_configuration=configuration)
+        kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
     return configuration
 
 

@@ -50,3 +50,25 @@ def is_true(obj: dict[str, Any], type_: str, *, current_generation: bool = False
     if current_generation and "observedGeneration" in found:
         return bool(found["observedGeneration"] == obj["metadata"].get("generation"))
     return True
+
+
+class StatusDraft:
+    """The status a reconcile is putting together, starting from the one it read."""
+
+    def __init__(self, obj: dict[str, Any], *, now: str) -> None:
+        self.old: dict[str, Any] = dict(obj.get("status") or {})
+        self.status: dict[str, Any] = dict(self.old)
+        self.conditions: list[dict[str, Any]] = list(self.old.get("conditions", []))
+        self.generation: int | None = obj["metadata"].get("generation")
+        self.now = now
+
+    def condition(self, type_: str, ok: bool | None, reason: str, message: str = "") -> None:
+        self.conditions = set_condition(
+            self.conditions, type_=type_, status=ok, reason=reason, message=message,
+            generation=self.generation, now=self.now,
+        )
+
+    def finish(self) -> dict[str, Any]:
+        self.status["conditions"] = self.conditions
+        self.status["observedGeneration"] = self.generation
+        return self.status

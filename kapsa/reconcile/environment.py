@@ -23,7 +23,13 @@ from kapsa.k8s.resources import (
     SECRET,
     SERVICE,
 )
-from kapsa.machines import DELETED, BuildState, EnvironmentObservation, Transition, decide_environment
+from kapsa.machines import (
+    DELETED,
+    BuildState,
+    EnvironmentObservation,
+    Transition,
+    decide_environment,
+)
 from kapsa.reconcile.conditions import is_true, set_condition
 from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.project import FINALIZER, Result
@@ -75,7 +81,7 @@ class EnvironmentReconciler:
                                        message=message, generation=generation, now=stamp)
 
         # What it should run: the newest image built for its branch.
-        branch = next(
+        branch: JSON = next(
             (b for b in (project.get("status") or {}).get("branches", [])
              if b["name"] == spec["branch"]),
             {},
@@ -113,6 +119,9 @@ class EnvironmentReconciler:
                 blocked = "DomainPoolNotReady"
                 blocked_message = f"DomainPool {pool_name} is not Ready (its ClusterIssuer " \
                                   "is missing or not ready)"
+        if preview and not old.get("expiresAt"):
+            # Set at creation; each rollout of a new commit moves it on (TTL is inactivity).
+            status["expiresAt"] = rfc3339(now + _ttl(project))
         if host:
             status["host"] = host
             status["url"] = f"https://{host}"
@@ -165,9 +174,7 @@ class EnvironmentReconciler:
                     status.pop(key, None)
                 commit_for_row, image_for_row = status.get("commit"), status["image"]
                 if preview:
-                    ttl = parse_duration(project["spec"].get("previewEnvironments", {})
-                                         .get("ttl", "168h"))
-                    status["expiresAt"] = rfc3339(now + ttl)
+                    status["expiresAt"] = rfc3339(now + _ttl(project))
         status["phase"] = phase
 
         # Act: the children for what it runs now (or moves to), repaired if someone changed them.
@@ -177,9 +184,6 @@ class EnvironmentReconciler:
             repaired = self._ensure_children(env, project, pool, host=host, image=image_to_run,
                                              commit=status.get("targetCommit")
                                              or status.get("commit"))
-
-        if phase == "Expiring" and not meta.get("deletionTimestamp"):
-            pass  # deleted below, once the transition is recorded
 
         # Conditions.
         if blocked:
@@ -210,8 +214,7 @@ class EnvironmentReconciler:
         if repaired and transition is None:
             self._record_repair(stored or env, project["metadata"]["name"], repaired)
         if phase == "Expiring":
-            ctx.kube.delete(ENVIRONMENT, meta["name"], namespace=meta["namespace"])
-            return Result()
+            return Result()  # the Project deletes it, noting why (flow 4)
         return Result(requeue_after=self._next_deadline(status, now, deadline))
 
     # -- deletion ------------------------------------------------------------------------------
@@ -318,6 +321,10 @@ class EnvironmentReconciler:
         if expires:
             waits.append((expires - now).total_seconds() + 0.5)
         return max(min(waits), 0.5) if waits else None
+
+
+def _ttl(project: JSON) -> timedelta:
+    return parse_duration((project["spec"].get("previewEnvironments") or {}).get("ttl", "168h"))
 
 
 def _deployment_ready(deployment: JSON | None, image: str | None) -> bool:

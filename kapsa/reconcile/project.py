@@ -28,10 +28,17 @@ from kapsa.k8s.resources import (
     SECRET,
     SERVICE_ACCOUNT,
 )
-from kapsa.machines import DELETED, BuildState, ProjectObservation, decide_project
-from kapsa.reconcile.conditions import is_true, set_condition
+from kapsa.machines import (
+    DELETED,
+    BuildState,
+    ProjectObservation,
+    Transition,
+    decide_project,
+)
+from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.recorder import LedgerCatchUp, write_status
+from kapsa.reconcile.previews import PreviewReconciler
 from kapsa.reconcile.sources import Snapshot, Sources
 from kapsa.registry.digest import resolve_digest
 
@@ -57,6 +64,8 @@ class ProjectReconciler:
         self.dockerfile = DockerfileBuilder()
         self._strategies: dict[tuple[str, str], str] = {}
         self._identity_done: dict[str, str] = {}
+        self.previews = PreviewReconciler(ctx, builds=self,
+                                          environment_manifest=environment_manifest)
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -81,70 +90,101 @@ class ProjectReconciler:
         ctx = self.ctx
         name = obj["metadata"]["name"]
         spec = obj["spec"]
-        generation = obj["metadata"].get("generation")
-        old = obj.get("status") or {}
-        status: JSON = {k: v for k, v in old.items()}
-        now = rfc3339(ctx.now())
-        conditions: list[JSON] = list(old.get("conditions", []))
-
-        def cond(type_: str, ok: bool | None, reason: str, message: str = "") -> None:
-            nonlocal conditions
-            conditions = set_condition(
-                conditions, type_=type_, status=ok, reason=reason, message=message,
-                generation=generation, now=now,
-            )
-
-        # 1. The spec's own checks, before anything is created.
+        draft = StatusDraft(obj, now=rfc3339(ctx.now()))
+        namespace = name
+        registry = self._preflight(obj, draft, namespace=namespace)
+        if registry is None:
+            self._write(obj, draft.finish(), None)
+            return Result()
+        draft.status["namespace"] = namespace
         url = spec["source"]["git"]["url"]
+        snapshot = self._snapshot(obj, draft)
+
+        tracked = _tracked_branches(spec)
+        branches, results = self._build_branches(
+            obj, draft, registry=registry, namespace=namespace, url=url, snapshot=snapshot,
+            tracked=tracked,
+        )
+        self.previews.reconcile(obj, draft, registry=registry, namespace=namespace, url=url,
+                                snapshot=snapshot, reserved=set(_template_names(spec)))
+        # As in the design's first flow, an Environment appears once its branch has an image.
+        environments = self._ensure_environments(
+            obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
+        )
+
+        combined = _combine(results.values(), expected=len(tracked))
+        failed = next((r for r in results.values() if r.state == BuildState.FAILED), None)
+        envs_failed = [e for e in environments if _phase(e) == "Failed"]
+        observation = ProjectObservation(
+            heads_known=all(b in results for b in tracked),
+            build=combined,
+            build_message=failed.message if failed else "",
+            environments_total=len(spec.get("environments", [])),
+            environments_running=sum(1 for e in environments if _up_to_date(e, branches)),
+            environments_failed=len(envs_failed),
+            failed_environment=envs_failed[0]["metadata"]["name"] if envs_failed else "",
+        )
+        transition = decide_project(draft.old.get("phase", "Pending"), observation)
+        self._summarize(obj, draft, transition=transition, tracked=tracked, branches=branches,
+                        snapshot=snapshot, namespace=namespace)
+        self._write(obj, draft.finish(), transition, commit=draft.status.get("latestCommit"),
+                    image=draft.status.get("latestImage"))
+        return Result()
+
+    def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
+        """The checks that stop everything: a refused URL, a foreign namespace, no Registry.
+
+        Returns the Registry when the Project may go on.
+        """
+        ctx = self.ctx
+        spec = obj["spec"]
         try:
             validate_url(
-                url,
+                spec["source"]["git"]["url"],
                 allow_insecure=ctx.settings.allow_insecure_sources,
                 allow_private_hosts=ctx.settings.allow_private_hosts,
             )
         except UnsafeURLError as error:
-            cond("Ready", False, "InvalidSource", str(error))
-            status.update(conditions=conditions, observedGeneration=generation)
-            self._write(obj, status, None)
-            return Result()
+            draft.condition("Ready", False, "InvalidSource", str(error))
+            return None
         except SourceError:
-            pass  # unreachable right now: the listing below says so as a condition
-
-        # 2. The namespace, never adopted from someone else.
-        namespace = name
+            pass  # unreachable right now: the listing says so as a condition
         if not self._ensure_namespace(obj, namespace):
-            owner = self._namespace_owner(namespace)
-            cond("Ready", False, "NamespaceConflict",
-                 f"namespace {namespace} exists and belongs to {owner}; Kapsa will not take it over")
-            status.update(conditions=conditions, observedGeneration=generation)
-            self._write(obj, status, None)
-            return Result()
-        status["namespace"] = namespace
-
-        # 3. The build identity: push credentials copied into the namespace, a ServiceAccount.
-        registry = ctx.caches[REGISTRY].get(spec["build"]["registryRef"]["name"])
+            draft.condition(
+                "Ready", False, "NamespaceConflict",
+                f"namespace {namespace} exists and belongs to {self._namespace_owner(namespace)};"
+                " Kapsa will not take it over",
+            )
+            return None
+        registry_name = spec["build"]["registryRef"]["name"]
+        registry = ctx.caches[REGISTRY].get(registry_name)
         if registry is None:
-            cond("Ready", False, "RegistryNotFound",
-                 f"Registry {spec['build']['registryRef']['name']} does not exist")
-            status.update(conditions=conditions, observedGeneration=generation)
-            self._write(obj, status, None)
-            return Result()
+            draft.condition("Ready", False, "RegistryNotFound",
+                            f"Registry {registry_name} does not exist")
+            return None
         self._ensure_build_identity(obj, namespace, registry)
+        return registry
 
-        # 4. Branch heads from the last listing (list now if there is none yet).
-        snapshot = self.sources.get(name)
+    def _snapshot(self, obj: JSON, draft: StatusDraft) -> Snapshot:
+        """Branch heads from the last listing, listing now if there is none yet."""
+        snapshot = self.sources.get(obj["metadata"]["name"])
         if snapshot is None:
-            snapshot, _ = self.sources.poll(ctx, obj)
+            snapshot, _ = self.sources.poll(self.ctx, obj)
         if snapshot.error:
-            cond("SourceReachable", False, "SourceUnreachable", snapshot.error)
+            draft.condition("SourceReachable", False, "SourceUnreachable", snapshot.error)
         else:
-            cond("SourceReachable", True, "Listed",
-                 f"{len(snapshot.heads)} branches at {rfc3339(snapshot.listed_at or ctx.now())}")
-            status["lastPollTime"] = rfc3339(snapshot.listed_at or ctx.now())
+            listed = rfc3339(snapshot.listed_at or self.ctx.now())
+            draft.condition("SourceReachable", True, "Listed",
+                            f"{len(snapshot.heads)} branches listed")
+            draft.status["lastPollTime"] = listed
+        return snapshot
 
-        # 5. One build per tracked branch, at its head.
-        tracked = _tracked_branches(spec)
-        branches = {b["name"]: dict(b) for b in old.get("branches", [])}
+    def _build_branches(
+        self, obj: JSON, draft: StatusDraft, *, registry: JSON, namespace: str, url: str,
+        snapshot: Snapshot, tracked: list[str],
+    ) -> tuple[dict[str, JSON], dict[str, BuildResult]]:
+        """One build per branch a standard environment runs, at the branch's head."""
+        branches = {b["name"]: dict(b) for b in draft.old.get("branches", [])}
         results: dict[str, BuildResult] = {}
         for branch in tracked:
             entry = branches.setdefault(branch, {"name": branch})
@@ -159,79 +199,53 @@ class ProjectReconciler:
             if result.state == BuildState.SUCCEEDED and result.commit == head and result.image:
                 entry["builtCommit"] = head
                 entry["image"] = result.image
-        status["branches"] = [branches[b] for b in tracked if b in branches]
-        missing = [b for b in tracked if b not in snapshot.heads and not snapshot.error]
-        heads_known = all(b in results for b in tracked)
-
-        combined = _combine(results.values(), expected=len(tracked))
+        draft.status["branches"] = [branches[b] for b in tracked if b in branches]
         failed = next((r for r in results.values() if r.state == BuildState.FAILED), None)
+        combined = _combine(results.values(), expected=len(tracked))
         if failed is not None:
-            cond("BuildSucceeded", False, "BuildFailed", failed.message)
+            draft.condition("BuildSucceeded", False, "BuildFailed", failed.message)
         elif combined == BuildState.SUCCEEDED:
-            cond("BuildSucceeded", True, "BuildSucceeded",
-                 "images built for " + ", ".join(f"{b}@{r.commit[:7] if r.commit else '?'}"
-                                                  for b, r in results.items()))
+            draft.condition("BuildSucceeded", True, "BuildSucceeded", "images built for " + ", ".join(
+                f"{b}@{(r.commit or '?')[:7]}" for b, r in results.items()))
         elif combined == BuildState.RUNNING:
-            cond("BuildSucceeded", None, "BuildRunning", "a build is running")
+            draft.condition("BuildSucceeded", None, "BuildRunning", "a build is running")
+        return branches, results
 
-        # 6. The Environments of spec.environments (previews are the preview reconciler's).
-        # As in the design's first flow, an Environment appears once its branch has an image.
-        environments = self._ensure_environments(
-            obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
-        )
-
-        # 7. Decide, then record.
-        envs_running = sum(1 for e in environments if _up_to_date(e, branches))
-        envs_failed = [e for e in environments if _phase(e) == "Failed"]
-        observation = ProjectObservation(
-            heads_known=heads_known,
-            build=combined,
-            build_message=failed.message if failed else "",
-            environments_total=len(spec.get("environments", [])),
-            environments_running=envs_running,
-            environments_failed=len(envs_failed),
-            failed_environment=envs_failed[0]["metadata"]["name"] if envs_failed else "",
-        )
-        phase = old.get("phase", "Pending")
-        transition = decide_project(phase, observation)
-        if transition is not None:
-            phase = transition.dest
+    def _summarize(
+        self, obj: JSON, draft: StatusDraft, *, transition: Transition | None,
+        tracked: list[str], branches: dict[str, JSON], snapshot: Snapshot, namespace: str,
+    ) -> None:
+        """Phase, Ready, latest commit and the environment list, for `kubectl get`."""
+        status = draft.status
+        phase = transition.dest if transition else draft.old.get("phase", "Pending")
         status["phase"] = phase
+        missing = [b for b in tracked if b not in snapshot.heads and not snapshot.error]
         if missing:
-            cond("Ready", False, "BranchNotFound", "branches not in the repository: "
-                 + ", ".join(missing))
+            draft.condition("Ready", False, "BranchNotFound",
+                            "branches not in the repository: " + ", ".join(missing))
         elif phase == "Running":
-            cond("Ready", True, "Running", "every environment runs its image")
+            draft.condition("Ready", True, "Running", "every environment runs its image")
         else:
-            cond("Ready", False, phase, transition.message if transition else
-                 (old.get("message") or phase))
+            draft.condition("Ready", False, phase, transition.message if transition
+                            else draft.old.get("message") or phase)
         if transition is not None:
             status["message"] = transition.message
-        primary = tracked[0] if tracked else None
-        if primary and branches.get(primary, {}).get("builtCommit"):
-            status["latestCommit"] = branches[primary]["builtCommit"]
-            status["latestImage"] = branches[primary]["image"]
+        primary = branches.get(tracked[0], {}) if tracked else {}
+        if primary.get("builtCommit"):
+            status["latestCommit"] = primary["builtCommit"]
+            status["latestImage"] = primary["image"]
+        summaries = []
+        for env in self._all_environments(namespace, obj["metadata"]["name"]):
+            summary = {
+                "name": env["metadata"]["name"],
+                "type": env["spec"].get("type", "standard"),
+                "phase": _phase(env),
+                "url": (env.get("status") or {}).get("url"),
+            }
+            summaries.append({k: v for k, v in summary.items() if v is not None})
         status["environments"] = sorted(
-            (
-                {
-                    k: v
-                    for k, v in {
-                        "name": e["metadata"]["name"],
-                        "type": e["spec"].get("type", "standard"),
-                        "phase": _phase(e),
-                        "url": (e.get("status") or {}).get("url"),
-                    }.items()
-                    if v is not None
-                }
-                for e in self._all_environments(namespace, name)
-            ),
-            key=lambda e: (e["type"] != "standard", e["name"]),
+            summaries, key=lambda e: (e["type"] != "standard", e["name"])
         )
-        status["conditions"] = conditions
-        status["observedGeneration"] = generation
-        self._write(obj, status, transition, commit=status.get("latestCommit"),
-                    image=status.get("latestImage"))
-        return Result()
 
     # -- deletion ------------------------------------------------------------------------------
 
@@ -385,6 +399,10 @@ class ProjectReconciler:
                                      branch_slug=branch_slug)
         return self.ensure_build(obj, registry=registry, request=request, url=url)
 
+    def object_name(self, request: BuildRequest) -> str:
+        """The build object's name; kpack's, since previews always have one Image per branch."""
+        return self.kpack.object_name(request)
+
     def ensure_build(
         self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
     ) -> BuildResult:
@@ -507,6 +525,10 @@ def environment_manifest(
     }
 
 
+def _template_names(spec: JSON) -> list[str]:
+    return [t["name"] for t in spec.get("environments", [])]
+
+
 def _tracked_branches(spec: JSON) -> list[str]:
     seen: list[str] = []
     for template in spec.get("environments", []):
@@ -558,4 +580,3 @@ def _dockerconfig_from_basic(registry: JSON, data: dict[str, str]) -> str:
     return base64.b64encode(json.dumps(config).encode()).decode()
 
 
-__all__ = ["ProjectReconciler", "Result", "environment_manifest", "is_true", "Snapshot"]
