@@ -75,7 +75,7 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         assets=find_or_build_assets(), workdir=tmp_path_factory.mktemp("control-plane")
     )
     with plane:
-        install_crds(plane, sorted(KAPSA_CRDS.glob("*.yaml")) + thirdparty_crd_files())
+        install_crds(plane, sorted(KAPSA_CRDS.glob("kapsa.io_*.yaml")) + thirdparty_crd_files())
         yield plane
 
 
