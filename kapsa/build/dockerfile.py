@@ -24,9 +24,10 @@ class DockerfileBuilder:
         suffix = request.commit[:7]
         if request.trigger:
             suffix += "-" + hashlib.sha256(request.trigger.encode()).hexdigest()[:4]
-        return f"{request.project}-{request.branch_slug}"[: 62 - len(suffix)].rstrip(
-            "-"
-        ) + f"-{suffix}"
+        return (
+            f"{request.project}-{request.branch_slug}"[: 62 - len(suffix)].rstrip("-")
+            + f"-{suffix}"
+        )
 
     def manifest(self, request: BuildRequest) -> dict[str, Any]:
         context = f"{request.git_url}#{request.commit}"

@@ -43,6 +43,12 @@ def operator(
     registry_ca_bundle: Annotated[
         str | None, typer.Option(help="CA bundle for registries with a private CA.")
     ] = None,
+    http_host: Annotated[
+        str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of health, metrics, webhooks.")
+    ] = "0.0.0.0",  # noqa: S104 (the Service must reach the pod)
+    http_port: Annotated[
+        int, typer.Option(envvar="KAPSA_HTTP_PORT", min=0, max=65535, help="Their port.")
+    ] = 8080,
     log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
@@ -51,6 +57,7 @@ def operator(
     from kapsa.ledger import Ledger
     from kapsa.reconcile.context import Settings
     from kapsa.reconcile.operator import Operator
+    from kapsa.web import WebServer
 
     configure_logging(fmt=log_format, level=log_level)
     settings = Settings(
@@ -62,9 +69,10 @@ def operator(
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,
     )
+    the_ledger = Ledger.open(ledger)
     the_operator = Operator(
         kube=Kube.from_kubeconfig(kubeconfig),
-        ledger=Ledger.open(ledger),
+        ledger=the_ledger,
         settings=settings,
         workers=workers,
         leader_election=leader_elect,
@@ -76,6 +84,19 @@ def operator(
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
-    logging.getLogger("kapsa").info("starting; ledger %s", ledger.split("@")[-1])
+    web = WebServer(
+        host=http_host,
+        port=http_port,
+        ledger=the_ledger,
+        trigger_poll=the_operator.trigger_poll,
+        webhook_secret=the_operator.webhook_secret,
+        ready=the_operator.ready,
+    )
+    # Up before the caches sync, so the liveness probe answers while they do.
+    web.start()
+    logging.getLogger("kapsa").info(
+        "starting; ledger %s; http on %s:%s", ledger.split("@")[-1], http_host, web.port
+    )
     the_operator.start()
     the_operator.wait()
+    web.stop()

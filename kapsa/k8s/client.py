@@ -131,9 +131,7 @@ class Kube:
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from error
         return _decode(response.status, response.data)
 
-    def stream(
-        self, path: str, *, query: Mapping[str, str], timeout: float
-    ) -> Iterator[JSON]:
+    def stream(self, path: str, *, query: Mapping[str, str], timeout: float) -> Iterator[JSON]:
         """The events of one watch request, one JSON object per line."""
         self.requests["WATCH"] = self.requests.get("WATCH", 0) + 1
         try:
@@ -165,7 +163,9 @@ class Kube:
 
     # -- typed verbs ---------------------------------------------------------------------------
 
-    def get(self, resource: ResourceType, name: str, *, namespace: str | None = None) -> JSON | None:
+    def get(
+        self, resource: ResourceType, name: str, *, namespace: str | None = None
+    ) -> JSON | None:
         try:
             return self.request("GET", resource.path(namespace=namespace, name=name))
         except NotFoundError:
@@ -208,9 +208,7 @@ class Kube:
         path = resource.path(namespace=namespace, name=name)
         if subresource:
             path += f"/{subresource}"
-        return self.request(
-            "PATCH", path, body=patch, content_type="application/merge-patch+json"
-        )
+        return self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")
 
     def replace_status(self, resource: ResourceType, body: JSON) -> JSON:
         """PUT /status carrying metadata.resourceVersion: a lost race is a ConflictError."""
@@ -235,8 +233,11 @@ class Kube:
             self.request(
                 "DELETE",
                 resource.path(namespace=namespace, name=name),
-                body={"kind": "DeleteOptions", "apiVersion": "v1",
-                      "propagationPolicy": propagation},
+                body={
+                    "kind": "DeleteOptions",
+                    "apiVersion": "v1",
+                    "propagationPolicy": propagation,
+                },
             )
         except NotFoundError:
             return False

@@ -43,9 +43,12 @@ class Informer:
         *,
         on_event: Handler | None = None,
         label_selector: str | None = None,
+        namespace: str | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
+        #: Watch one namespace only (Kapsa's own Secrets: no cluster-wide Secret access).
+        self.namespace = namespace
         self._handlers: list[Handler] = [on_event] if on_event else []
         self._label_selector = label_selector
         self._store: dict[Key, JSON] = {}
@@ -94,7 +97,9 @@ class Informer:
                 log.exception("watch handler failed for %s", self.resource.plural)
 
     def _list(self) -> str:
-        listing = self.kube.list(self.resource, label_selector=self._label_selector)
+        listing = self.kube.list(
+            self.resource, namespace=self.namespace, label_selector=self._label_selector
+        )
         fresh = {key_of(o): _with_kind(o, self.resource) for o in listing.get("items", [])}
         with self._lock:
             gone = [self._store[k] for k in self._store.keys() - fresh.keys()]
@@ -141,7 +146,7 @@ class Informer:
         if self._label_selector:
             query["labelSelector"] = self._label_selector
         for event in self.kube.stream(
-            self.resource.path(), query=query, timeout=INACTIVITY_SECONDS
+            self.resource.path(namespace=self.namespace), query=query, timeout=INACTIVITY_SECONDS
         ):
             if self._stop.is_set():
                 break

@@ -6,6 +6,7 @@ the holder stops renewing for `lease_seconds`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -73,11 +74,10 @@ class LeaderElector:
         if lease and lease["spec"].get("holderIdentity") == self.identity:
             lease["spec"]["leaseDurationSeconds"] = 1
             lease["spec"]["renewTime"] = _micro(datetime(1970, 1, 1, tzinfo=UTC))
-            try:
-                self.kube.request("PUT", LEASE.path(namespace=self.namespace, name=self.name),
-                                  body=lease)
-            except ApiError:
-                pass
+            with contextlib.suppress(ApiError):
+                self.kube.request(
+                    "PUT", LEASE.path(namespace=self.namespace, name=self.name), body=lease
+                )
 
     def _try_acquire_or_renew(self) -> bool:
         now = datetime.now(UTC)
@@ -89,11 +89,15 @@ class LeaderElector:
         }
         if lease is None:
             try:
-                self.kube.create(LEASE, {
-                    "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                    "metadata": {"name": self.name, "namespace": self.namespace},
-                    "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0},
-                })
+                self.kube.create(
+                    LEASE,
+                    {
+                        "apiVersion": "coordination.k8s.io/v1",
+                        "kind": "Lease",
+                        "metadata": {"name": self.name, "namespace": self.namespace},
+                        "spec": {**spec, "acquireTime": _micro(now), "leaseTransitions": 0},
+                    },
+                )
             except ApiError as error:
                 if error.status == 409:
                     return False

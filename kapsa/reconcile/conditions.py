@@ -64,8 +64,13 @@ class StatusDraft:
 
     def condition(self, type_: str, ok: bool | None, reason: str, message: str = "") -> None:
         self.conditions = set_condition(
-            self.conditions, type_=type_, status=ok, reason=reason, message=message,
-            generation=self.generation, now=self.now,
+            self.conditions,
+            type_=type_,
+            status=ok,
+            reason=reason,
+            message=message,
+            generation=self.generation,
+            now=self.now,
         )
 
     def finish(self) -> dict[str, Any]:

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kapsa.k8s.client import Kube
+from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.informer import Informer
-from kapsa.k8s.resources import ResourceType
+from kapsa.k8s.resources import SECRET, ResourceType
 from kapsa.ledger import Ledger
 
 
@@ -61,3 +61,16 @@ class Context:
     enqueue: Callable[[Hashable], None]
     enqueue_after: Callable[[Hashable, float], None]
     now: Callable[[], datetime] = utcnow
+
+    def secret(self, name: str, namespace: str | None) -> JSON | None:
+        """A Secret Kapsa reads: from the watch cache of its own namespace, else one GET.
+
+        Kapsa may watch Secrets only in its own namespace (no cluster-wide Secret listing), so
+        references elsewhere cost a request; the common case (credentials kept in
+        kapsa-system) costs none.
+        """
+        namespace = namespace or self.settings.namespace
+        informer = self.caches.informers.get(SECRET.plural)
+        if informer is not None and namespace == informer.namespace:
+            return informer.get(name, namespace)
+        return self.kube.get(SECRET, name, namespace=namespace)

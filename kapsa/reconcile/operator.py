@@ -6,14 +6,18 @@ so a missed event is repaired by the next event or by the periodic resync.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Hashable
 from typing import Any
 
+from kapsa import metrics
 from kapsa.api.common import parse_duration
+from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.lease import LeaderElector
@@ -29,6 +33,7 @@ from kapsa.k8s.resources import (
     NAMESPACE,
     PROJECT,
     REGISTRY,
+    SECRET,
     SERVICE,
     SERVICE_ACCOUNT,
     ResourceType,
@@ -50,16 +55,26 @@ MANAGED = f"{LABEL_MANAGED}=kapsa"
 
 class Operator:
     def __init__(
-        self, *, kube: Kube, ledger: Ledger, settings: Settings, workers: int = 4,
-        leader_election: bool = True, identity: str | None = None,
+        self,
+        *,
+        kube: Kube,
+        ledger: Ledger,
+        settings: Settings,
+        workers: int = 4,
+        leader_election: bool = True,
+        identity: str | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.queue = WorkQueue()
         self.caches = Caches()
         self.ctx = Context(
-            kube=kube, caches=self.caches, ledger=ledger, settings=settings,
-            enqueue=self.queue.add, enqueue_after=self.queue.add_after,
+            kube=kube,
+            caches=self.caches,
+            ledger=ledger,
+            settings=settings,
+            enqueue=self.queue.add,
+            enqueue_after=self.queue.add_after,
         )
         self.sources = Sources()
         catch_up = LedgerCatchUp()
@@ -67,8 +82,9 @@ class Operator:
         self.environments = EnvironmentReconciler(self.ctx, catch_up=catch_up)
         self.pools = DomainPoolReconciler(self.ctx)
         self.registries = RegistryReconciler(self.ctx)
-        self.scheduler = Scheduler(poll=self.poll, resync=self.resync,
-                                   resync_seconds=settings.resync_seconds)
+        self.scheduler = Scheduler(
+            poll=self.poll, resync=self.resync, resync_seconds=settings.resync_seconds
+        )
         self.workers = workers
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
@@ -77,6 +93,7 @@ class Operator:
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}"
         self.elector: LeaderElector | None = None
         self.leading = threading.Event()
+        metrics.track_queue_depth(self.queue.depth)
         self._watch(PROJECT, self._on_project)
         self._watch(ENVIRONMENT, self._on_environment)
         self._watch(DOMAIN_POOL, lambda _t, _o: self._enqueue_pools_and_envs())
@@ -88,14 +105,36 @@ class Operator:
         self._watch(JOB, self._on_project_child, label_selector=MANAGED)
         for resource in (DEPLOYMENT, SERVICE, INGRESS):
             self._watch(resource, self._on_environment_child, label_selector=MANAGED)
+        self._watch(SECRET, self._on_own_secret, namespace=settings.namespace)
 
     # -- wiring --------------------------------------------------------------------------------
 
-    def _watch(self, resource: ResourceType, handler: Any, label_selector: str | None = None
-               ) -> None:
+    def _watch(
+        self,
+        resource: ResourceType,
+        handler: Any,
+        *,
+        label_selector: str | None = None,
+        namespace: str | None = None,
+    ) -> None:
         self.caches.informers[resource.plural] = Informer(
-            self.kube, resource, on_event=handler, label_selector=label_selector
+            self.kube,
+            resource,
+            on_event=handler,
+            label_selector=label_selector,
+            namespace=namespace,
         )
+
+    def _on_own_secret(self, _event: str, obj: JSON) -> None:
+        """A credentials Secret changed: re-check the Registries and Projects that use it."""
+        name = obj["metadata"]["name"]
+        for registry in self.caches[REGISTRY].items():
+            if registry["spec"]["credentialsSecretRef"]["name"] == name:
+                self._on_registry("MODIFIED", registry)
+        for project in self.caches[PROJECT].items():
+            ref = project["spec"]["source"]["git"].get("secretRef") or {}
+            if ref.get("name") == name:
+                self.queue.add(("Project", project["metadata"]["name"]))
 
     def _on_project(self, event: str, obj: JSON) -> None:
         name = obj["metadata"]["name"]
@@ -143,9 +182,36 @@ class Operator:
         project = self.caches[PROJECT].get(name)
         if project is None:
             return
-        _, changed = self.sources.poll(self.ctx, project)
+        with metrics.timed_poll() as done:
+            snapshot, changed = self.sources.poll(self.ctx, project)
+            done("error" if snapshot.error is not None else "changed" if changed else "unchanged")
         if changed:
             self.queue.add(("Project", name))
+
+    def trigger_poll(self, name: str) -> bool:
+        """A push webhook: list the branches now, off the request thread."""
+        if self.caches[PROJECT].get(name) is None:
+            return False
+        if not self.leading.is_set():
+            raise KapsaError("this replica is not leading; the leader polls")
+        if not self.scheduler.poll_now(name):  # created a moment ago, not tracked yet
+            threading.Thread(target=self.poll, args=(name,), daemon=True).start()
+        return True
+
+    def webhook_secret(self, name: str) -> bytes | None:
+        """The shared token of a Project's push webhooks, read from its Secret."""
+        project = self.caches[PROJECT].get(name)
+        ref = (project or {}).get("spec", {}).get("source", {}).get("webhookSecretRef")
+        if not ref:
+            return None
+        secret = self.ctx.secret(ref["name"], ref.get("namespace"))
+        token = ((secret or {}).get("data") or {}).get("token")
+        return base64.b64decode(token).strip() if token else None
+
+    def ready(self) -> bool:
+        """Caches synced, and leading or standing by for the Lease."""
+        synced = all(i.wait_synced(0) for i in self.caches.informers.values())
+        return synced and (self.leading.is_set() or self.leader_election)
 
     def resync(self) -> None:
         """Every object once more, from the caches: the backstop for anything missed."""
@@ -168,8 +234,11 @@ class Operator:
                 log.warning("cache of %s not synced yet", informer.resource.plural)
         if self.leader_election:
             self.elector = LeaderElector(
-                self.kube, namespace=self.settings.namespace, name="kapsa-operator",
-                identity=self.identity, on_started_leading=self._lead,
+                self.kube,
+                namespace=self.settings.namespace,
+                name="kapsa-operator",
+                identity=self.identity,
+                on_started_leading=self._lead,
                 on_stopped_leading=self._lost_lead,
             )
             threading.Thread(target=self.elector.run, name="leader", daemon=True).start()
@@ -208,17 +277,32 @@ class Operator:
             key = self.queue.get(timeout=1.0)
             if key is None:
                 continue
+            started = time.perf_counter()
+            kind = str(key[0]) if isinstance(key, tuple) else "unknown"
             try:
                 result = self._dispatch(key)
             except Exception as error:
+                metrics.observe_reconcile(
+                    kind=kind, result="error", seconds=time.perf_counter() - started
+                )
                 failures = self._failures.get(key, 0) + 1
                 self._failures[key] = failures
                 delay = min(0.05 * 2**failures, 300.0)
-                log.warning("reconcile of %s failed (%s); retrying in %.1fs", key, error, delay,
-                            exc_info=failures >= 3)
+                log.warning(
+                    "reconcile of %s failed (%s); retrying in %.1fs",
+                    key,
+                    error,
+                    delay,
+                    exc_info=failures >= 3,
+                )
                 self.queue.done(key)
                 self.queue.add_after(key, delay)
                 continue
+            metrics.observe_reconcile(
+                kind=kind,
+                result="requeue" if result.requeue_after is not None else "success",
+                seconds=time.perf_counter() - started,
+            )
             self._failures.pop(key, None)
             self.queue.done(key)
             if result.requeue_after is not None:

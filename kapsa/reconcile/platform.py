@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 
 from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON
-from kapsa.k8s.resources import CLUSTER_ISSUER, DOMAIN_POOL, REGISTRY, SECRET
+from kapsa.k8s.resources import CLUSTER_ISSUER, DOMAIN_POOL, REGISTRY
 from kapsa.reconcile.conditions import condition, set_condition
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.project import Result
-from kapsa.reconcile.recorder import write_status
+from kapsa.reconcile.recorder import LedgerCatchUp, write_status
 from kapsa.registry.credentials import credentials_from_secret
 from kapsa.registry.verify import Verification, verify_registry
 
@@ -53,8 +53,13 @@ class DomainPoolReconciler:
         old = pool.get("status") or {}
         status = dict(old)
         status["conditions"] = set_condition(
-            list(old.get("conditions", [])), type_="Ready", status=ok, reason=reason,
-            message=message, generation=generation, now=rfc3339(ctx.now()),
+            list(old.get("conditions", [])),
+            type_="Ready",
+            status=ok,
+            reason=reason,
+            message=message,
+            generation=generation,
+            now=rfc3339(ctx.now()),
         )
         status["observedGeneration"] = generation
         _write(ctx, DOMAIN_POOL, pool, status)
@@ -75,26 +80,36 @@ class RegistryReconciler:
         spec = registry["spec"]
         ref = spec["credentialsSecretRef"]
         namespace = ref.get("namespace") or ctx.settings.namespace
-        secret = ctx.kube.get(SECRET, ref["name"], namespace=namespace)
-        fingerprint = "/".join([
-            str(registry["metadata"].get("generation")),
-            secret["metadata"]["resourceVersion"] if secret else "none",
-        ])
+        secret = ctx.secret(ref["name"], namespace)
+        fingerprint = "/".join(
+            [
+                str(registry["metadata"].get("generation")),
+                secret["metadata"]["resourceVersion"] if secret else "none",
+            ]
+        )
         now = ctx.now()
         with self._lock:
             previous = self._checked.get(registry["metadata"]["uid"])
         old = registry.get("status") or {}
-        if previous and previous[0] == fingerprint and old.get("verified") \
-                and now - previous[1] < RECHECK_VERIFIED:
+        if (
+            previous
+            and previous[0] == fingerprint
+            and old.get("verified")
+            and now - previous[1] < RECHECK_VERIFIED
+        ):
             return Result(requeue_after=(previous[1] + RECHECK_VERIFIED - now).total_seconds())
         verification = self._verify(spec, secret, namespace=namespace)
         status = dict(old)
         status["verified"] = verification.ok
         status["lastVerifiedTime"] = rfc3339(now)
         status["conditions"] = set_condition(
-            list(old.get("conditions", [])), type_="Ready", status=verification.ok,
-            reason=verification.reason, message=verification.message,
-            generation=registry["metadata"].get("generation"), now=rfc3339(now),
+            list(old.get("conditions", [])),
+            type_="Ready",
+            status=verification.ok,
+            reason=verification.reason,
+            message=verification.message,
+            generation=registry["metadata"].get("generation"),
+            now=rfc3339(now),
         )
         status["observedGeneration"] = registry["metadata"].get("generation")
         _write(ctx, REGISTRY, registry, status)
@@ -107,8 +122,11 @@ class RegistryReconciler:
     def _verify(self, spec: JSON, secret: JSON | None, *, namespace: str) -> Verification:
         ref = spec["credentialsSecretRef"]
         if secret is None:
-            return Verification(ok=False, reason="InvalidSecret",
-                                message=f"Secret {namespace}/{ref['name']} not found")
+            return Verification(
+                ok=False,
+                reason="InvalidSecret",
+                message=f"Secret {namespace}/{ref['name']} not found",
+            )
         try:
             data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
             credentials = credentials_from_secret(
@@ -117,7 +135,9 @@ class RegistryReconciler:
         except KapsaError as error:
             return Verification(ok=False, reason="InvalidSecret", message=str(error))
         return verify_registry(
-            server=spec["server"], credentials=credentials, insecure=bool(spec.get("insecure")),
+            server=spec["server"],
+            credentials=credentials,
+            insecure=bool(spec.get("insecure")),
             ca_bundle=self.ctx.settings.registry_ca_bundle,
             allow_private_hosts=self.ctx.settings.allow_private_hosts,
         )
@@ -125,7 +145,4 @@ class RegistryReconciler:
 
 def _write(ctx: Context, resource: object, obj: JSON, status: JSON) -> None:
     """Status only when it changed; these kinds have no machine, so no ledger rows."""
-    from kapsa.reconcile.recorder import LedgerCatchUp
-
-    write_status(ctx, resource, obj, status, transition=None, project="",
-                 catch_up=LedgerCatchUp())
+    write_status(ctx, resource, obj, status, transition=None, project="", catch_up=LedgerCatchUp())

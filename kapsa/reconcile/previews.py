@@ -32,8 +32,16 @@ TTL_EXPIRED = "TTLExpired"
 
 class Builds(Protocol):
     def build_request(
-        self, obj: JSON, *, registry: JSON, namespace: str, url: str, branch: str, commit: str,
-        preview: bool = False, branch_slug: str | None = None,
+        self,
+        obj: JSON,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        branch: str,
+        commit: str,
+        preview: bool = False,
+        branch_slug: str | None = None,
     ) -> BuildRequest: ...
 
     def ensure_build(
@@ -58,8 +66,15 @@ class PreviewReconciler:
         self._skipped: set[tuple[str, str]] = set()
 
     def reconcile(
-        self, obj: JSON, draft: StatusDraft, *, registry: JSON, namespace: str, url: str,
-        snapshot: Snapshot, reserved: set[str],
+        self,
+        obj: JSON,
+        draft: StatusDraft,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        snapshot: Snapshot,
+        reserved: set[str],
     ) -> None:
         config = obj["spec"].get("previewEnvironments") or {}
         entries = {p["branch"]: dict(p) for p in draft.old.get("previews", [])}
@@ -76,8 +91,11 @@ class PreviewReconciler:
         waiting: list[str] = []
         for branch, entry in list(entries.items()):
             env = live.get(branch)
-            gone = snapshot.ok and snapshot.misses.get(branch, 0) >= \
-                self.ctx.settings.branch_gone_after and branch not in snapshot.heads
+            gone = (
+                snapshot.ok
+                and snapshot.misses.get(branch, 0) >= self.ctx.settings.branch_gone_after
+                and branch not in snapshot.heads
+            )
             not_wanted = snapshot.ok and branch in snapshot.heads and branch not in wanted
             entry["gone"] = bool(gone or not_wanted or not config.get("enabled"))
             head = snapshot.heads.get(branch) or entry.get("commit")
@@ -87,8 +105,9 @@ class PreviewReconciler:
                 env = None
             if entry["gone"] or (head and head == entry.get("expiredCommit")):
                 if env is None:
-                    self._drop_build(obj, registry=registry, namespace=namespace, url=url,
-                                     entry=entry)
+                    self._drop_build(
+                        obj, registry=registry, namespace=namespace, url=url, entry=entry
+                    )
                     if entry["gone"]:
                         del entries[branch]
                 continue
@@ -103,9 +122,13 @@ class PreviewReconciler:
             if env is None and entry.get("image"):
                 self._create_environment(obj, entry, namespace=namespace)
         if waiting:
-            draft.condition("PreviewsCapped", True, "MaxCountReached",
-                            f"{len(waiting)} branches wait for a preview slot (maxCount "
-                            f"{limit}): " + ", ".join(sorted(waiting)[:10]))
+            draft.condition(
+                "PreviewsCapped",
+                True,
+                "MaxCountReached",
+                f"{len(waiting)} branches wait for a preview slot (maxCount "
+                f"{limit}): " + ", ".join(sorted(waiting)[:10]),
+            )
         elif any(c.get("type") == "PreviewsCapped" for c in draft.conditions):
             draft.condition("PreviewsCapped", False, "BelowMaxCount", "every preview has a slot")
         draft.status["previews"] = sorted(entries.values(), key=lambda e: e["name"])
@@ -119,7 +142,8 @@ class PreviewReconciler:
         wanted: dict[str, str] = {}
         for branch in sorted(snapshot.heads):
             if branch in standard_branches or not matches(
-                branch, include=list(config.get("include", ["*"])),
+                branch,
+                include=list(config.get("include", ["*"])),
                 exclude=list(config.get("exclude", [])),
             ):
                 continue
@@ -128,9 +152,14 @@ class PreviewReconciler:
                 key = (obj["metadata"]["uid"], branch)
                 if key not in self._skipped:
                     self._skipped.add(key)
-                    emit_event(self.ctx, obj, reason="PreviewSkipped", warning=True,
-                               message=f"branch {branch!r} cannot be made a valid host or "
-                                       "object name; it gets no preview")
+                    emit_event(
+                        self.ctx,
+                        obj,
+                        reason="PreviewSkipped",
+                        warning=True,
+                        message=f"branch {branch!r} cannot be made a valid host or "
+                        "object name; it gets no preview",
+                    )
                 continue
             wanted[branch] = name
         return wanted
@@ -151,8 +180,14 @@ class PreviewReconciler:
         self, obj: JSON, entry: JSON, *, registry: JSON, namespace: str, url: str
     ) -> BuildRequest:
         return self.builds.build_request(
-            obj, registry=registry, namespace=namespace, url=url, branch=entry["branch"],
-            commit=entry["commit"], preview=True, branch_slug=entry["name"],
+            obj,
+            registry=registry,
+            namespace=namespace,
+            url=url,
+            branch=entry["branch"],
+            commit=entry["commit"],
+            preview=True,
+            branch_slug=entry["name"],
         )
 
     def _build(self, obj: JSON, entry: JSON, *, registry: JSON, namespace: str, url: str) -> None:
@@ -165,8 +200,11 @@ class PreviewReconciler:
             entry["message"] = result.message
         else:
             entry.pop("message", None)
-        if result.state == BuildState.SUCCEEDED and result.commit == entry["commit"] \
-                and result.image:
+        if (
+            result.state == BuildState.SUCCEEDED
+            and result.commit == entry["commit"]
+            and result.image
+        ):
             entry["builtCommit"] = entry["commit"]
             entry["image"] = result.image
 
@@ -186,8 +224,12 @@ class PreviewReconciler:
     def _create_environment(self, obj: JSON, entry: JSON, *, namespace: str) -> None:
         config = obj["spec"].get("previewEnvironments") or {}
         manifest = self.environment_manifest(
-            project=obj, namespace=namespace, name=entry["name"], env_type="preview",
-            branch=entry["branch"], auto_sync=True,
+            project=obj,
+            namespace=namespace,
+            name=entry["name"],
+            env_type="preview",
+            branch=entry["branch"],
+            auto_sync=True,
             secret_refs=list(config.get("secretRefs", [])),
             labels={manifests.LABEL_BRANCH: entry["name"]},
         )

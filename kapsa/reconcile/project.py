@@ -7,6 +7,7 @@ writes only what differs, and lets the machine decide the phase from what it obs
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -37,16 +38,22 @@ from kapsa.machines import (
 )
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
-from kapsa.reconcile.recorder import LedgerCatchUp, write_status
 from kapsa.reconcile.previews import PreviewReconciler
+from kapsa.reconcile.recorder import (
+    LedgerCatchUp,
+    entry_from_status,
+    last_transition,
+    write_status,
+)
 from kapsa.reconcile.sources import Snapshot, Sources
+from kapsa.registry.credentials import credentials_from_secret
 from kapsa.registry.digest import resolve_digest
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "kapsa.io/ledger"
 BUILDER_SA = "kapsa-builder"
-REGISTRY_SECRET = "kapsa-registry"
+REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
 ANNOTATION_REBUILD = "kapsa.io/rebuild"
 
 
@@ -64,8 +71,9 @@ class ProjectReconciler:
         self.dockerfile = DockerfileBuilder()
         self._strategies: dict[tuple[str, str], str] = {}
         self._identity_done: dict[str, str] = {}
-        self.previews = PreviewReconciler(ctx, builds=self,
-                                          environment_manifest=environment_manifest)
+        self.previews = PreviewReconciler(
+            ctx, builds=self, environment_manifest=environment_manifest
+        )
 
     # -- entry ---------------------------------------------------------------------------------
 
@@ -102,11 +110,23 @@ class ProjectReconciler:
 
         tracked = _tracked_branches(spec)
         branches, results = self._build_branches(
-            obj, draft, registry=registry, namespace=namespace, url=url, snapshot=snapshot,
+            obj,
+            draft,
+            registry=registry,
+            namespace=namespace,
+            url=url,
+            snapshot=snapshot,
             tracked=tracked,
         )
-        self.previews.reconcile(obj, draft, registry=registry, namespace=namespace, url=url,
-                                snapshot=snapshot, reserved=set(_template_names(spec)))
+        self.previews.reconcile(
+            obj,
+            draft,
+            registry=registry,
+            namespace=namespace,
+            url=url,
+            snapshot=snapshot,
+            reserved=set(_template_names(spec)),
+        )
         # As in the design's first flow, an Environment appears once its branch has an image.
         environments = self._ensure_environments(
             obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
@@ -125,10 +145,25 @@ class ProjectReconciler:
             failed_environment=envs_failed[0]["metadata"]["name"] if envs_failed else "",
         )
         transition = decide_project(draft.old.get("phase", "Pending"), observation)
-        self._summarize(obj, draft, transition=transition, tracked=tracked, branches=branches,
-                        snapshot=snapshot, namespace=namespace)
-        self._write(obj, draft.finish(), transition, commit=draft.status.get("latestCommit"),
-                    image=draft.status.get("latestImage"))
+        self._summarize(
+            obj,
+            draft,
+            transition=transition,
+            tracked=tracked,
+            branches=branches,
+            snapshot=snapshot,
+            namespace=namespace,
+        )
+        status = draft.finish()
+        if transition is None and _same_but_poll_time(status, draft.old):
+            return Result()  # a poll that found nothing new writes nothing
+        self._write(
+            obj,
+            status,
+            transition,
+            commit=status.get("latestCommit"),
+            image=status.get("latestImage"),
+        )
         return Result()
 
     def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
@@ -151,7 +186,9 @@ class ProjectReconciler:
             pass  # unreachable right now: the listing says so as a condition
         if not self._ensure_namespace(obj, namespace):
             draft.condition(
-                "Ready", False, "NamespaceConflict",
+                "Ready",
+                False,
+                "NamespaceConflict",
                 f"namespace {namespace} exists and belongs to {self._namespace_owner(namespace)};"
                 " Kapsa will not take it over",
             )
@@ -159,8 +196,9 @@ class ProjectReconciler:
         registry_name = spec["build"]["registryRef"]["name"]
         registry = ctx.caches[REGISTRY].get(registry_name)
         if registry is None:
-            draft.condition("Ready", False, "RegistryNotFound",
-                            f"Registry {registry_name} does not exist")
+            draft.condition(
+                "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
+            )
             return None
         self._ensure_build_identity(obj, namespace, registry)
         return registry
@@ -174,14 +212,22 @@ class ProjectReconciler:
             draft.condition("SourceReachable", False, "SourceUnreachable", snapshot.error)
         else:
             listed = rfc3339(snapshot.listed_at or self.ctx.now())
-            draft.condition("SourceReachable", True, "Listed",
-                            f"{len(snapshot.heads)} branches listed")
+            draft.condition(
+                "SourceReachable", True, "Listed", f"{len(snapshot.heads)} branches listed"
+            )
             draft.status["lastPollTime"] = listed
         return snapshot
 
     def _build_branches(
-        self, obj: JSON, draft: StatusDraft, *, registry: JSON, namespace: str, url: str,
-        snapshot: Snapshot, tracked: list[str],
+        self,
+        obj: JSON,
+        draft: StatusDraft,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        snapshot: Snapshot,
+        tracked: list[str],
     ) -> tuple[dict[str, JSON], dict[str, BuildResult]]:
         """One build per branch a standard environment runs, at the branch's head."""
         branches = {b["name"]: dict(b) for b in draft.old.get("branches", [])}
@@ -205,15 +251,27 @@ class ProjectReconciler:
         if failed is not None:
             draft.condition("BuildSucceeded", False, "BuildFailed", failed.message)
         elif combined == BuildState.SUCCEEDED:
-            draft.condition("BuildSucceeded", True, "BuildSucceeded", "images built for " + ", ".join(
-                f"{b}@{(r.commit or '?')[:7]}" for b, r in results.items()))
+            draft.condition(
+                "BuildSucceeded",
+                True,
+                "BuildSucceeded",
+                "images built for "
+                + ", ".join(f"{b}@{(r.commit or '?')[:7]}" for b, r in results.items()),
+            )
         elif combined == BuildState.RUNNING:
             draft.condition("BuildSucceeded", None, "BuildRunning", "a build is running")
         return branches, results
 
     def _summarize(
-        self, obj: JSON, draft: StatusDraft, *, transition: Transition | None,
-        tracked: list[str], branches: dict[str, JSON], snapshot: Snapshot, namespace: str,
+        self,
+        obj: JSON,
+        draft: StatusDraft,
+        *,
+        transition: Transition | None,
+        tracked: list[str],
+        branches: dict[str, JSON],
+        snapshot: Snapshot,
+        namespace: str,
     ) -> None:
         """Phase, Ready, latest commit and the environment list, for `kubectl get`."""
         status = draft.status
@@ -221,13 +279,21 @@ class ProjectReconciler:
         status["phase"] = phase
         missing = [b for b in tracked if b not in snapshot.heads and not snapshot.error]
         if missing:
-            draft.condition("Ready", False, "BranchNotFound",
-                            "branches not in the repository: " + ", ".join(missing))
+            draft.condition(
+                "Ready",
+                False,
+                "BranchNotFound",
+                "branches not in the repository: " + ", ".join(missing),
+            )
         elif phase == "Running":
             draft.condition("Ready", True, "Running", "every environment runs its image")
         else:
-            draft.condition("Ready", False, phase, transition.message if transition
-                            else draft.old.get("message") or phase)
+            draft.condition(
+                "Ready",
+                False,
+                phase,
+                transition.message if transition else draft.old.get("message") or phase,
+            )
         if transition is not None:
             status["message"] = transition.message
         primary = branches.get(tracked[0], {}) if tracked else {}
@@ -272,22 +338,33 @@ class ProjectReconciler:
         return Result()
 
     def _ledger_only(self, obj: JSON, transition: Any) -> None:
-        from kapsa.reconcile.recorder import entry_from_status, last_transition
-
         seq = int(((obj.get("status") or {}).get("lastTransition") or {}).get("seq", 0)) + 1
-        last = last_transition(transition=transition, seq=seq, at=rfc3339(self.ctx.now()),
-                               commit=None, image=None)
+        last = last_transition(
+            transition=transition, seq=seq, at=rfc3339(self.ctx.now()), commit=None, image=None
+        )
         self.ctx.ledger.append(entry_from_status(obj, last, project=obj["metadata"]["name"]))
 
     # -- pieces --------------------------------------------------------------------------------
 
     def _write(
-        self, obj: JSON, status: JSON, transition: Any, *, commit: str | None = None,
+        self,
+        obj: JSON,
+        status: JSON,
+        transition: Any,
+        *,
+        commit: str | None = None,
         image: str | None = None,
     ) -> JSON | None:
         return write_status(
-            self.ctx, PROJECT, obj, status, transition=transition,
-            project=obj["metadata"]["name"], catch_up=self.catch_up, commit=commit, image=image,
+            self.ctx,
+            PROJECT,
+            obj,
+            status,
+            transition=transition,
+            project=obj["metadata"]["name"],
+            catch_up=self.catch_up,
+            commit=commit,
+            image=image,
         )
 
     def _ensure_namespace(self, obj: JSON, namespace: str) -> bool:
@@ -316,8 +393,7 @@ class ProjectReconciler:
         """
         ctx = self.ctx
         ref = registry["spec"]["credentialsSecretRef"]
-        source = ctx.kube.get(SECRET, ref["name"], namespace=ref.get("namespace")
-                              or ctx.settings.namespace)
+        source = ctx.secret(ref["name"], ref.get("namespace"))
         fingerprint = source["metadata"]["resourceVersion"] if source else "missing"
         key = f"{obj['metadata']['uid']}/{fingerprint}"
         if self._identity_done.get(namespace) == key and ctx.caches[SERVICE_ACCOUNT].get(
@@ -329,22 +405,37 @@ class ProjectReconciler:
             data = source.get("data") or {}
             if source.get("type") != "kubernetes.io/dockerconfigjson":
                 data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
-            ctx.kube.apply(SECRET, {
-                "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
-                "metadata": {"name": REGISTRY_SECRET, "namespace": namespace,
-                             "labels": {manifests.LABEL_MANAGED: "kapsa"},
-                             "annotations": {"kpack.io/docker": registry["spec"]["server"]},
-                             "ownerReferences": [owner]},
-                "data": data,
-            })
-        ctx.kube.apply(SERVICE_ACCOUNT, {
-            "apiVersion": "v1", "kind": "ServiceAccount",
-            "metadata": {"name": BUILDER_SA, "namespace": namespace,
-                         "labels": {manifests.LABEL_MANAGED: "kapsa"},
-                         "ownerReferences": [owner]},
-            "secrets": [{"name": REGISTRY_SECRET}],
-            "imagePullSecrets": [{"name": REGISTRY_SECRET}],
-        })
+            ctx.kube.apply(
+                SECRET,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "type": "kubernetes.io/dockerconfigjson",
+                    "metadata": {
+                        "name": REGISTRY_SECRET,
+                        "namespace": namespace,
+                        "labels": {manifests.LABEL_MANAGED: "kapsa"},
+                        "annotations": {"kpack.io/docker": registry["spec"]["server"]},
+                        "ownerReferences": [owner],
+                    },
+                    "data": data,
+                },
+            )
+        ctx.kube.apply(
+            SERVICE_ACCOUNT,
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": BUILDER_SA,
+                    "namespace": namespace,
+                    "labels": {manifests.LABEL_MANAGED: "kapsa"},
+                    "ownerReferences": [owner],
+                },
+                "secrets": [{"name": REGISTRY_SECRET}],
+                "imagePullSecrets": [{"name": REGISTRY_SECRET}],
+            },
+        )
         self._identity_done[namespace] = key
 
     def strategy(self, *, project: JSON, url: str, commit: str) -> str:
@@ -354,15 +445,26 @@ class ProjectReconciler:
         key = (url, commit)
         if key not in self._strategies:
             self._strategies[key] = detect_strategy(
-                url, commit, dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
-                credentials=None, cache_dir=self.ctx.settings.git_cache,
+                url,
+                commit,
+                dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
+                credentials=None,
+                cache_dir=self.ctx.settings.git_cache,
                 timeout=self.ctx.settings.git_timeout,
             )
         return self._strategies[key]
 
     def build_request(
-        self, obj: JSON, *, registry: JSON, namespace: str, url: str, branch: str, commit: str,
-        preview: bool = False, branch_slug: str | None = None,
+        self,
+        obj: JSON,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        branch: str,
+        commit: str,
+        preview: bool = False,
+        branch_slug: str | None = None,
     ) -> BuildRequest:
         spec = obj["spec"]
         server = registry["spec"]["server"]
@@ -375,8 +477,12 @@ class ProjectReconciler:
             branch_slug=the_slug,
             commit=commit,
             git_url=url,
-            tag=image_tag(server=server, repository=repository, commit=commit,
-                          branch_slug=the_slug if preview else None),
+            tag=image_tag(
+                server=server,
+                repository=repository,
+                commit=commit,
+                branch_slug=the_slug if preview else None,
+            ),
             repository_ref=f"{server}/{repository}",
             service_account=BUILDER_SA,
             owner=manifests.owner_reference(obj),
@@ -385,18 +491,35 @@ class ProjectReconciler:
             builder_kind=spec["build"].get("builder", {}).get("kind", "ClusterBuilder"),
             builder_name=spec["build"].get("builder", {}).get("name", "default"),
             dockerfile=spec["build"].get("dockerfile", "Dockerfile"),
-            labels={manifests.LABEL_PROJECT: obj["metadata"]["name"],
-                    manifests.LABEL_BRANCH: the_slug,
-                    manifests.LABEL_MANAGED: "kapsa"},
+            labels={
+                manifests.LABEL_PROJECT: obj["metadata"]["name"],
+                manifests.LABEL_BRANCH: the_slug,
+                manifests.LABEL_MANAGED: "kapsa",
+            },
         )
 
     def _ensure_build(
-        self, obj: JSON, *, registry: JSON, namespace: str, url: str, branch: str, commit: str,
-        preview: bool = False, branch_slug: str | None = None,
+        self,
+        obj: JSON,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        branch: str,
+        commit: str,
+        preview: bool = False,
+        branch_slug: str | None = None,
     ) -> BuildResult:
-        request = self.build_request(obj, registry=registry, namespace=namespace, url=url,
-                                     branch=branch, commit=commit, preview=preview,
-                                     branch_slug=branch_slug)
+        request = self.build_request(
+            obj,
+            registry=registry,
+            namespace=namespace,
+            url=url,
+            branch=branch,
+            commit=commit,
+            preview=preview,
+            branch_slug=branch_slug,
+        )
         return self.ensure_build(obj, registry=registry, request=request, url=url)
 
     def object_name(self, request: BuildRequest) -> str:
@@ -411,8 +534,11 @@ class ProjectReconciler:
         try:
             strategy = self.strategy(project=obj, url=url, commit=request.commit)
         except KapsaError as error:
-            return BuildResult(state=BuildState.FAILED, commit=request.commit,
-                               message=f"could not read the commit: {error}")
+            return BuildResult(
+                state=BuildState.FAILED,
+                commit=request.commit,
+                message=f"could not read the commit: {error}",
+            )
         if strategy == "dockerfile":
             manifest = self.dockerfile.manifest(request)
             informer = ctx.caches[JOB]
@@ -423,8 +549,9 @@ class ProjectReconciler:
                 except ApiError as error:
                     if error.status != 409:
                         raise
-                    live = ctx.kube.get(JOB, manifest["metadata"]["name"],
-                                        namespace=request.namespace)
+                    live = ctx.kube.get(
+                        JOB, manifest["metadata"]["name"], namespace=request.namespace
+                    )
             result = self.dockerfile.result(live)
             if result.state == BuildState.SUCCEEDED:
                 digest = resolve_digest(
@@ -436,11 +563,16 @@ class ProjectReconciler:
                     ca_bundle=ctx.settings.registry_ca_bundle,
                 )
                 if digest is None:
-                    return BuildResult(state=BuildState.FAILED, commit=request.commit,
-                                       message=f"the build finished but {request.tag} is not "
-                                               "in the registry")
-                return BuildResult(state=BuildState.SUCCEEDED, commit=request.commit,
-                                   image=f"{request.repository_ref}@{digest}")
+                    return BuildResult(
+                        state=BuildState.FAILED,
+                        commit=request.commit,
+                        message=f"the build finished but {request.tag} is not in the registry",
+                    )
+                return BuildResult(
+                    state=BuildState.SUCCEEDED,
+                    commit=request.commit,
+                    image=f"{request.repository_ref}@{digest}",
+                )
             return result
         manifest = self.kpack.manifest(request)
         live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
@@ -449,16 +581,14 @@ class ProjectReconciler:
         return self.kpack.result(live)
 
     def _registry_credentials(self, registry: JSON) -> Any:
-        from kapsa.registry.credentials import credentials_from_secret
-
         ref = registry["spec"]["credentialsSecretRef"]
-        secret = self.ctx.kube.get(SECRET, ref["name"],
-                                   namespace=ref.get("namespace") or self.ctx.settings.namespace)
+        secret = self.ctx.secret(ref["name"], ref.get("namespace"))
         if secret is None:
             return None
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        return credentials_from_secret(secret_type=secret.get("type", ""), data=data,
-                                       server=registry["spec"]["server"])
+        return credentials_from_secret(
+            secret_type=secret.get("type", ""), data=data, server=registry["spec"]["server"]
+        )
 
     def _ensure_environments(
         self, obj: JSON, namespace: str, *, ready_branches: set[str]
@@ -474,8 +604,12 @@ class ProjectReconciler:
         result = []
         for env_name, template in wanted.items():
             manifest = environment_manifest(
-                project=obj, namespace=namespace, name=env_name, env_type="standard",
-                branch=template["branch"], auto_sync=template.get("autoSync", True),
+                project=obj,
+                namespace=namespace,
+                name=env_name,
+                env_type="standard",
+                branch=template["branch"],
+                auto_sync=template.get("autoSync", True),
                 secret_refs=template.get("secretRefs", []),
             )
             current = live.get(env_name)
@@ -491,14 +625,22 @@ class ProjectReconciler:
 
     def _all_environments(self, namespace: str, project: str) -> list[JSON]:
         return [
-            e for e in self.ctx.caches[ENVIRONMENT].items(namespace=namespace)
+            e
+            for e in self.ctx.caches[ENVIRONMENT].items(namespace=namespace)
             if e["spec"].get("project") == project
         ]
 
 
 def environment_manifest(
-    *, project: JSON, namespace: str, name: str, env_type: str, branch: str, auto_sync: bool,
-    secret_refs: list[JSON], labels: dict[str, str] | None = None,
+    *,
+    project: JSON,
+    namespace: str,
+    name: str,
+    env_type: str,
+    branch: str,
+    auto_sync: bool,
+    secret_refs: list[JSON],
+    labels: dict[str, str] | None = None,
 ) -> JSON:
     return {
         "apiVersion": "kapsa.io/v1alpha1",
@@ -523,6 +665,13 @@ def environment_manifest(
             "secretRefs": [{"name": s["name"]} for s in secret_refs],
         },
     }
+
+
+def _same_but_poll_time(status: JSON, old: JSON) -> bool:
+    def strip(value: JSON) -> JSON:
+        return {k: v for k, v in value.items() if k != "lastPollTime"}
+
+    return strip(status) == strip(old)
 
 
 def _template_names(spec: JSON) -> list[str]:
@@ -570,13 +719,12 @@ def _owned_by(obj: JSON, owner: JSON) -> bool:
 
 
 def _dockerconfig_from_basic(registry: JSON, data: dict[str, str]) -> str:
-    import json
-
     user = base64.b64decode(data.get("username", "")).decode()
     password = base64.b64decode(data.get("password", "")).decode()
     auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = {"auths": {registry["spec"]["server"]: {"username": user, "password": password,
-                                                     "auth": auth}}}
+    config = {
+        "auths": {
+            registry["spec"]["server"]: {"username": user, "password": password, "auth": auth}
+        }
+    }
     return base64.b64encode(json.dumps(config).encode()).decode()
-
-

@@ -11,6 +11,7 @@ import logging
 import threading
 from typing import Any
 
+from kapsa import metrics
 from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import EVENT
 from kapsa.ledger import Entry
@@ -174,9 +175,14 @@ def write_status(
         last = status["lastTransition"]
         ctx.ledger.append(entry_from_status(stored, last, project=project, source=source))
         catch_up.mark(stored["metadata"]["uid"], last["seq"])
+        metrics.count_transition(kind=obj["kind"], source=transition.source, dest=transition.dest)
         log.info(
             "%s: %s -> %s (%s) %s",
-            _name(obj), transition.source, transition.dest, transition.reason, transition.message,
+            _name(obj),
+            transition.source,
+            transition.dest,
+            transition.reason,
+            transition.message,
         )
         emit_event(
             ctx,

@@ -18,7 +18,6 @@ from kapsa.git.credentials import GitCredentials, credentials_from_secret_data
 from kapsa.git.remote import list_branches
 from kapsa.git.urls import validate_url
 from kapsa.k8s.client import JSON
-from kapsa.k8s.resources import SECRET
 from kapsa.reconcile.context import Context
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class Sources:
         if not ref:
             return None
         namespace = ref.get("namespace") or ctx.settings.namespace
-        secret = ctx.kube.get(SECRET, ref["name"], namespace=namespace)
+        secret = ctx.secret(ref["name"], namespace)
         if secret is None:
             raise KapsaError(f"git credentials Secret {namespace}/{ref['name']} not found")
         data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}

@@ -82,8 +82,9 @@ class GitServer:
             return self
         self.repos_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.base_dir / "daemon.log"
-        for _ in range(_START_ATTEMPTS):
-            port = _free_port()
+        for attempt in range(_START_ATTEMPTS):
+            # A restarted server keeps its port, so the URLs Projects hold stay valid.
+            port = self.port if self.port is not None and attempt == 0 else _free_port()
             # A file, not a pipe: a pipe nobody reads would block the daemon once full.
             with log_path.open("ab") as log:
                 process = subprocess.Popen(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -56,12 +58,20 @@ class Scheduler:
             replace_existing=True,
         )
 
+    def poll_now(self, project: str) -> bool:
+        """Run the project's poll job now (a push webhook), so two listings never overlap."""
+        if project not in self._intervals:
+            return False
+        try:
+            self._scheduler.modify_job(f"poll:{project}", next_run_time=datetime.now(UTC))
+        except LookupError:
+            return False
+        return True
+
     def forget(self, project: str) -> None:
         if self._intervals.pop(project, None) is not None:
-            try:
+            with contextlib.suppress(LookupError):
                 self._scheduler.remove_job(f"poll:{project}")
-            except LookupError:
-                pass
 
     def tracked(self) -> dict[str, float]:
         return dict(self._intervals)

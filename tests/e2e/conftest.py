@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -33,9 +34,18 @@ class BuildPolicy:
         source = image["spec"]["source"]["git"]
         name = source["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         message = subprocess.run(
-            ["git", "--git-dir", str(self.git_server.path_for(name)), "log", "-1",
-             "--format=%B", source["revision"]],
-            capture_output=True, text=True, check=True,
+            [
+                "git",
+                "--git-dir",
+                str(self.git_server.path_for(name)),
+                "log",
+                "-1",
+                "--format=%B",
+                source["revision"],
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
         if self.MARKER not in message:
             return None
@@ -62,19 +72,31 @@ def readiness_policy() -> ReadinessPolicy:
     return ReadinessPolicy()
 
 
+@dataclass
+class Platform:
+    kube: Kube
+    kpack: KpackSimulator
+    kubelet: KubeletSimulator
+
+
 @pytest.fixture(scope="session")
 def platform(
     control_plane: ControlPlane,
     registry_server: RegistryServer,
     build_policy: BuildPolicy,
     readiness_policy: ReadinessPolicy,
-) -> Iterator[Kube]:
+) -> Iterator[Platform]:
     """kapsa-system, the registry's push Secret and Registry, a ClusterIssuer and DomainPool,
     and the simulators standing in for kpack, the kubelet and cert-manager."""
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
     control_plane.kubectl("create", "namespace", "kapsa-system", check=False)
     control_plane.kubectl(
-        "-n", "kapsa-system", "create", "secret", "docker-registry", "registry-push",
+        "-n",
+        "kapsa-system",
+        "create",
+        "secret",
+        "docker-registry",
+        "registry-push",
         f"--docker-server={registry_server.server}",
         f"--docker-username={registry_server.username}",
         f"--docker-password={registry_server.password}",
@@ -85,12 +107,10 @@ def platform(
         "  credentialsSecretRef: {name: registry-push, namespace: kapsa-system}\n"
     )
     control_plane.kubectl("apply", "-f", "-", input=PLATFORM + "---\n" + registry)
-    simulators = [
-        KpackSimulator(kube, registry=registry_server, fail=build_policy).start(),
-        KubeletSimulator(kube, never_ready=readiness_policy).start(),
-        CertManagerSimulator(kube).start(),
-    ]
-    yield kube
+    kpack = KpackSimulator(kube, registry=registry_server, fail=build_policy)
+    kubelet = KubeletSimulator(kube, never_ready=readiness_policy)
+    simulators = [kpack.start(), kubelet.start(), CertManagerSimulator(kube).start()]
+    yield Platform(kube=kube, kpack=kpack, kubelet=kubelet)
     for simulator in simulators:
         simulator.stop()
 
@@ -102,13 +122,18 @@ def operator_ledger(tmp_path: Path) -> str:
 
 @pytest.fixture
 def operator(
-    platform: Kube, control_plane: ControlPlane, operator_ledger: str, tmp_path: Path
+    platform: Platform, control_plane: ControlPlane, operator_ledger: str, tmp_path: Path
 ) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(control_plane=control_plane, ledger_url=operator_ledger,
-                              workdir=tmp_path, extra=["--no-leader-elect"]).start()
+    process = OperatorProcess(
+        control_plane=control_plane,
+        ledger_url=operator_ledger,
+        workdir=tmp_path,
+        extra=["--no-leader-elect"],
+    ).start()
     wait_until(
         lambda: (get(control_plane, "registry", "local") or {}).get("status", {}).get("verified"),
-        timeout=30, message=lambda: "Registry verified\n" + process.tail(),
+        timeout=30,
+        message=lambda: "Registry verified\n" + process.tail(),
     )
     yield process
     process.stop()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import yaml
 
 from kapsa.controlplane import ControlPlane
 from kapsa.ledger import Entry, Ledger
+from tests.waiting import wait_until
 
 KAPSA = str(Path(sys.executable).with_name("kapsa"))
 
@@ -27,7 +29,11 @@ class OperatorProcess:
     """`kapsa operator` in a child process, with its log kept for failure messages."""
 
     def __init__(
-        self, *, control_plane: ControlPlane, ledger_url: str, workdir: Path,
+        self,
+        *,
+        control_plane: ControlPlane,
+        ledger_url: str,
+        workdir: Path,
         extra: list[str] | None = None,
     ) -> None:
         self.control_plane = control_plane
@@ -39,18 +45,41 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         args = [
-            KAPSA, "operator",
-            "--kubeconfig", str(self.control_plane.kubeconfig),
-            "--ledger", self.ledger_url,
-            "--allow-insecure-sources", "--allow-private-hosts",
-            "--git-cache", str(self.workdir / "git-cache"),
-            "--resync-seconds", "30",
+            KAPSA,
+            "operator",
+            "--kubeconfig",
+            str(self.control_plane.kubeconfig),
+            "--ledger",
+            self.ledger_url,
+            "--allow-insecure-sources",
+            "--allow-private-hosts",
+            "--git-cache",
+            str(self.workdir / "git-cache"),
+            "--resync-seconds",
+            "30",
+            "--http-host",
+            "127.0.0.1",
+            "--http-port",
+            "0",
             *self.extra,
         ]
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.process = subprocess.Popen(
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
         return self
+
+    def url(self) -> str:
+        """Where this process serves health, metrics, webhooks and the ledger API."""
+        match = wait_until(
+            lambda: re.search(r"http on 127\.0\.0\.1:(\d+)", self.log.read_text()),
+            timeout=30,
+            message="the operator's HTTP port in its log",
+        )
+        return f"http://127.0.0.1:{match.group(1)}"
 
     def kill(self) -> None:
         """SIGKILL: no clean-up, as when a node dies."""
@@ -73,7 +102,11 @@ class OperatorProcess:
 
 
 def project_yaml(
-    *, name: str, url: str, environments: list[dict[str, Any]], poll: str = "1s",
+    *,
+    name: str,
+    url: str,
+    environments: list[dict[str, Any]],
+    poll: str = "1s",
     extra_spec: dict[str, Any] | None = None,
 ) -> str:
     doc = {
@@ -115,8 +148,9 @@ def history(ledger_url: str, project: str) -> list[Entry]:
 
 
 def moves(entries: list[Entry], *, kind: str, name: str) -> list[tuple[str, str, str]]:
-    return [(e.from_state, e.to_state, e.trigger) for e in entries
-            if e.kind == kind and e.name == name]
+    return [
+        (e.from_state, e.to_state, e.trigger) for e in entries if e.kind == kind and e.name == name
+    ]
 
 
 PLATFORM = textwrap.dedent(

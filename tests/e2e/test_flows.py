@@ -23,21 +23,33 @@ def _deploy(
     control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess, name: str
 ) -> str:
     commit = git_server.create_repo(name, files=APP)
-    control_plane.kubectl("apply", "-f", "-", input=project_yaml(
-        name=name, url=git_server.url_for(name),
-        environments=[
-            {"name": "dev", "branch": "main", "autoSync": True},
-            {"name": "prod", "branch": "main", "autoSync": False},
-        ],
-    ))
-    wait_until(lambda: _phase(control_plane, "project", name) == "Running", timeout=60,
-               message=lambda: f"Project {name} Running\n{operator.tail()}")
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(
+            name=name,
+            url=git_server.url_for(name),
+            environments=[
+                {"name": "dev", "branch": "main", "autoSync": True},
+                {"name": "prod", "branch": "main", "autoSync": False},
+            ],
+        ),
+    )
+    wait_until(
+        lambda: _phase(control_plane, "project", name) == "Running",
+        timeout=60,
+        message=lambda: f"Project {name} Running\n{operator.tail()}",
+    )
     return commit
 
 
 def test_first_deployment_creates_everything_the_diagram_shows(
-    control_plane: ControlPlane, git_server: GitServer, registry_server: RegistryServer,
-    operator: OperatorProcess, operator_ledger: str,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    registry_server: RegistryServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
 ) -> None:
     name = "shop"
     commit = _deploy(control_plane, git_server, operator, name)
@@ -82,8 +94,7 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         container = deployment["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == built
         assert container["ports"][0]["containerPort"] == 8080
-        assert deployment["metadata"]["ownerReferences"][0]["uid"] == \
-            environment["metadata"]["uid"]
+        assert deployment["metadata"]["ownerReferences"][0]["uid"] == environment["metadata"]["uid"]
         service = get(control_plane, "-n", name, "service", env)
         assert service["spec"]["ports"][0]["targetPort"] == 8080
         ingress = get(control_plane, "-n", name, "ingress", env)
@@ -91,8 +102,10 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         assert ingress["spec"]["tls"] == [{"hosts": [host], "secretName": f"{env}-tls"}]
         assert ingress["spec"]["rules"][0]["host"] == host
         assert ingress["spec"]["ingressClassName"] == "nginx"
-        assert ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"] == \
-            "letsencrypt-test"
+        assert (
+            ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
+            == "letsencrypt-test"
+        )
 
     rows = history(operator_ledger, name)
     assert moves(rows, kind="Project", name=name) == [
@@ -109,7 +122,9 @@ def test_first_deployment_creates_everything_the_diagram_shows(
 
 
 def test_new_commit_rolls_out_to_auto_sync_environments_only(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
     operator_ledger: str,
 ) -> None:
     name = "blog"
@@ -118,21 +133,30 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
 
     second = git_server.commit(name, branch="main", files={"app.py": "print('v2')\n"})
     wait_until(
-        lambda: (get(control_plane, "-n", name, "environment", "dev") or {})
-        .get("status", {}).get("commit") == second
-        and _phase(control_plane, "-n", name, "environment", "dev") == "Running",
-        timeout=60, message=lambda: "dev on the new commit\n" + operator.tail(),
+        lambda: (
+            (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == second
+            and _phase(control_plane, "-n", name, "environment", "dev") == "Running"
+        ),
+        timeout=60,
+        message=lambda: "dev on the new commit\n" + operator.tail(),
     )
-    wait_until(lambda: get(control_plane, "project", name)["status"]["latestCommit"] == second,
-               timeout=30, message="latestCommit moved")
+    wait_until(
+        lambda: get(control_plane, "project", name)["status"]["latestCommit"] == second,
+        timeout=30,
+        message="latestCommit moved",
+    )
     dev = get(control_plane, "-n", name, "environment", "dev")
     prod = get(control_plane, "-n", name, "environment", "prod")
     assert dev["status"]["image"] != prod_image
     assert prod["status"]["image"] == prod_image
     assert prod["status"]["commit"] == first
     deployment = get(control_plane, "-n", name, "deployment", "dev")
-    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == \
-        dev["status"]["image"]
+    assert (
+        deployment["spec"]["template"]["spec"]["containers"][0]["image"] == dev["status"]["image"]
+    )
     assert deployment["spec"]["template"]["metadata"]["annotations"]["kapsa.io/commit"] == second
     rows = history(operator_ledger, name)
     assert moves(rows, kind="Environment", name="dev")[-2:] == [
@@ -144,17 +168,27 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
 
 
 def test_failed_build_keeps_every_environment_on_its_last_good_image(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess,
-    build_policy: BuildPolicy, operator_ledger: str,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    build_policy: BuildPolicy,
+    operator_ledger: str,
 ) -> None:
     name = "wiki"
     _deploy(control_plane, git_server, operator, name)
     good = get(control_plane, "-n", name, "environment", "dev")["status"]["image"]
 
-    git_server.commit(name, branch="main", files={"app.py": "syntax error(\n"},
-                      message=f"{build_policy.MARKER} npm install failed: exit status 1")
-    wait_until(lambda: _phase(control_plane, "project", name) == "Failed", timeout=60,
-               message=lambda: "Project Failed\n" + operator.tail())
+    git_server.commit(
+        name,
+        branch="main",
+        files={"app.py": "syntax error(\n"},
+        message=f"{build_policy.MARKER} npm install failed: exit status 1",
+    )
+    wait_until(
+        lambda: _phase(control_plane, "project", name) == "Failed",
+        timeout=60,
+        message=lambda: "Project Failed\n" + operator.tail(),
+    )
     project = get(control_plane, "project", name)
     built = condition(project, "BuildSucceeded")
     assert built["status"] == "False"
@@ -173,10 +207,15 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
 
     fixed = git_server.commit(name, branch="main", files={"app.py": "print('fixed')\n"})
     wait_until(
-        lambda: (get(control_plane, "-n", name, "environment", "dev") or {})
-        .get("status", {}).get("commit") == fixed
-        and _phase(control_plane, "project", name) == "Running",
-        timeout=60, message=lambda: "recovered on the next commit\n" + operator.tail(),
+        lambda: (
+            (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == fixed
+            and _phase(control_plane, "project", name) == "Running"
+        ),
+        timeout=60,
+        message=lambda: "recovered on the next commit\n" + operator.tail(),
     )
     assert moves(history(operator_ledger, name), kind="Project", name=name)[-3:] == [
         ("Failed", "Building", "build_started"),

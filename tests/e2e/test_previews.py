@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 from kapsa.controlplane import ControlPlane
@@ -24,47 +25,70 @@ def _preview_envs(control_plane: ControlPlane, name: str) -> dict[str, dict]:
     return {e["spec"]["branch"]: e for e in (listing or {}).get("items", [])}
 
 
-def _apply(control_plane: ControlPlane, git_server: GitServer, name: str, **preview: object
-           ) -> None:
-    control_plane.kubectl("apply", "-f", "-", input=project_yaml(
-        name=name, url=git_server.url_for(name), environments=STANDARD,
-        extra_spec={"previewEnvironments": {"enabled": True, **preview}},
-    ))
+def _apply(
+    control_plane: ControlPlane, git_server: GitServer, name: str, **preview: object
+) -> None:
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(
+            name=name,
+            url=git_server.url_for(name),
+            environments=STANDARD,
+            extra_spec={"previewEnvironments": {"enabled": True, **preview}},
+        ),
+    )
 
 
-def _running_preview(control_plane: ControlPlane, name: str, branch: str,
-                     operator: OperatorProcess) -> dict:
+def _running_preview(
+    control_plane: ControlPlane, name: str, branch: str, operator: OperatorProcess
+) -> dict:
     return wait_until(
-        lambda: (e := _preview_envs(control_plane, name).get(branch))
-        and e.get("status", {}).get("phase") == "Running" and e,
-        timeout=60, message=lambda: f"preview of {branch} Running\n{operator.tail()}",
+        lambda: (
+            (e := _preview_envs(control_plane, name).get(branch))
+            and e.get("status", {}).get("phase") == "Running"
+            and e
+        ),
+        timeout=60,
+        message=lambda: f"preview of {branch} Running\n{operator.tail()}",
     )
 
 
 def test_branch_gets_a_preview_and_loses_it_when_the_branch_is_deleted(
-    control_plane: ControlPlane, git_server: GitServer, registry_server: RegistryServer,
-    operator: OperatorProcess, operator_ledger: str,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    registry_server: RegistryServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
 ) -> None:
     name = "api"
     git_server.create_repo(name, files=APP)
     head = git_server.create_branch(name, "feature/new-api")
     git_server.create_branch(name, "feature/wip-draft")
     git_server.create_branch(name, "bugfix/typo")
-    _apply(control_plane, git_server, name, include=["feature/*"], exclude=["feature/wip-*"],
-           ttl="24h")
+    _apply(
+        control_plane, git_server, name, include=["feature/*"], exclude=["feature/wip-*"], ttl="24h"
+    )
 
     env = _running_preview(control_plane, name, "feature/new-api", operator)
     assert env["metadata"]["name"] == "feature-new-api"
     assert env["metadata"]["labels"]["kapsa.io/type"] == "preview"
-    assert env["spec"] == {"project": name, "type": "preview", "branch": "feature/new-api",
-                           "autoSync": True, "secretRefs": []}
+    assert env["spec"] == {
+        "project": name,
+        "type": "preview",
+        "branch": "feature/new-api",
+        "autoSync": True,
+        "secretRefs": [],
+    }
     status = env["status"]
     assert status["url"] == f"https://feature-new-api.{name}.apps.corp.com"
     assert status["commit"] == head
     image = get(control_plane, "-n", name, "image.kpack.io", f"{name}-feature-new-api")
     assert image["spec"]["source"]["git"]["revision"] == head
     assert image["spec"]["additionalTags"] == [
-        f"{registry_server.server}/apps/{name}:feature-new-api-{head[:7]}"]
+        f"{registry_server.server}/apps/{name}:feature-new-api-{head[:7]}"
+    ]
     assert status["image"] == image["status"]["latestImage"]
     ingress = get(control_plane, "-n", name, "ingress", "feature-new-api")
     assert ingress["spec"]["tls"][0]["hosts"] == [f"feature-new-api.{name}.apps.corp.com"]
@@ -77,23 +101,38 @@ def test_branch_gets_a_preview_and_loses_it_when_the_branch_is_deleted(
     assert set(_previews(control_plane, name)) == {"feature/new-api"}
 
     git_server.delete_branch(name, "feature/new-api")
-    wait_until(lambda: not _preview_envs(control_plane, name), timeout=60,
-               message=lambda: "preview removed\n" + operator.tail())
+    wait_until(
+        lambda: not _preview_envs(control_plane, name),
+        timeout=60,
+        message=lambda: "preview removed\n" + operator.tail(),
+    )
     # The garbage collector takes the children through their ownerReferences.
     for kind in ("deployment", "service", "ingress"):
-        wait_until(lambda kind=kind: get(control_plane, "-n", name, kind, "feature-new-api")
-                   is None, timeout=30, message=f"{kind} collected")
-    wait_until(lambda: get(control_plane, "-n", name, "image.kpack.io",
-                           f"{name}-feature-new-api") is None, timeout=30, message="Image gone")
-    wait_until(lambda: not _previews(control_plane, name), timeout=30,
-               message="preview dropped from the Project's status")
+        wait_until(
+            lambda kind=kind: get(control_plane, "-n", name, kind, "feature-new-api") is None,
+            timeout=30,
+            message=f"{kind} collected",
+        )
+    wait_until(
+        lambda: get(control_plane, "-n", name, "image.kpack.io", f"{name}-feature-new-api") is None,
+        timeout=30,
+        message="Image gone",
+    )
+    wait_until(
+        lambda: not _previews(control_plane, name),
+        timeout=30,
+        message="preview dropped from the Project's status",
+    )
     assert moves(history(operator_ledger, name), kind="Environment", name="feature-new-api")[
-        -2:] == [("Running", "Expiring", "branch_deleted"), ("Expiring", "Deleted", "removed")]
+        -2:
+    ] == [("Running", "Expiring", "branch_deleted"), ("Expiring", "Deleted", "removed")]
     control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_ttl_expires_a_preview_and_only_a_newer_commit_brings_it_back(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
     operator_ledger: str,
 ) -> None:
     name = "ttl"
@@ -103,16 +142,18 @@ def test_ttl_expires_a_preview_and_only_a_newer_commit_brings_it_back(
     first = _running_preview(control_plane, name, "feature/short", operator)
     first_uid = first["metadata"]["uid"]
 
-    wait_until(lambda: not _preview_envs(control_plane, name), timeout=60,
-               message=lambda: "preview expired\n" + operator.tail())
+    wait_until(
+        lambda: not _preview_envs(control_plane, name),
+        timeout=60,
+        message=lambda: "preview expired\n" + operator.tail(),
+    )
     entry = _previews(control_plane, name)["feature/short"]
     assert entry["expiredCommit"] == first["status"]["commit"]
     rows = moves(history(operator_ledger, name), kind="Environment", name="feature-short")
     assert rows[-2:] == [("Running", "Expiring", "ttl_expired"), ("Expiring", "Deleted", "removed")]
     # Polls go on (every second); the branch still exists, but its commit has expired.
-    poll_before = get(control_plane, "project", name)["status"]["lastPollTime"]
-    wait_until(lambda: get(control_plane, "project", name)["status"]["lastPollTime"]
-               != poll_before, timeout=30, message="another poll")
+    polls = _polls(operator.log)
+    wait_until(lambda: _polls(operator.log) >= polls + 3, timeout=30, message="three more polls")
     assert not _preview_envs(control_plane, name)
 
     newer = git_server.commit(name, branch="feature/short", files={"app.py": "print(2)\n"})
@@ -123,7 +164,9 @@ def test_ttl_expires_a_preview_and_only_a_newer_commit_brings_it_back(
 
 
 def test_a_failed_listing_deletes_nothing(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
 ) -> None:
     name = "outage"
     git_server.create_repo(name, files=APP)
@@ -135,43 +178,76 @@ def test_a_failed_listing_deletes_nothing(
     hidden = repo.with_name(repo.name + ".away")
     repo.rename(hidden)  # git daemon now refuses the repository: every listing fails
     try:
-        wait_until(lambda: condition(get(control_plane, "project", name), "SourceReachable")
-                   .get("status") == "False", timeout=30, message="SourceReachable=False")
+        wait_until(
+            lambda: (
+                condition(get(control_plane, "project", name), "SourceReachable").get("status")
+                == "False"
+            ),
+            timeout=30,
+            message="SourceReachable=False",
+        )
         reachable = condition(get(control_plane, "project", name), "SourceReachable")
         assert reachable["reason"] == "SourceUnreachable"
         # Several failed polls later, the preview and the standard environment still run.
         poll_count = _listing_failures(operator.log)
-        wait_until(lambda: _listing_failures(operator.log) >= poll_count + 3, timeout=30,
-                   message="three more failed listings")
+        wait_until(
+            lambda: _listing_failures(operator.log) >= poll_count + 3,
+            timeout=30,
+            message="three more failed listings",
+        )
         still = _preview_envs(control_plane, name)["feature/stay"]
         assert still["metadata"]["uid"] == env["metadata"]["uid"]
         assert still["status"]["phase"] == "Running"
-        assert get(control_plane, "-n", name, "environment", "dev")["status"]["phase"] == \
-            "Running"
+        assert get(control_plane, "-n", name, "environment", "dev")["status"]["phase"] == "Running"
     finally:
         hidden.rename(repo)
-    wait_until(lambda: condition(get(control_plane, "project", name), "SourceReachable")
-               .get("status") == "True", timeout=30, message="reachable again")
-    assert _preview_envs(control_plane, name)["feature/stay"]["metadata"]["uid"] == \
-        env["metadata"]["uid"]
+    wait_until(
+        lambda: (
+            condition(get(control_plane, "project", name), "SourceReachable").get("status")
+            == "True"
+        ),
+        timeout=30,
+        message="reachable again",
+    )
+    assert (
+        _preview_envs(control_plane, name)["feature/stay"]["metadata"]["uid"]
+        == env["metadata"]["uid"]
+    )
     control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_max_count_caps_live_previews_and_says_so(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess,
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
 ) -> None:
     name = "many"
     git_server.create_repo(name, files=APP)
     for i in range(100):
         git_server.create_branch(name, f"feature/b{i:03d}")
     _apply(control_plane, git_server, name, include=["feature/*"], maxCount=3)
-    wait_until(lambda: len([e for e in _preview_envs(control_plane, name).values()
-                            if e.get("status", {}).get("phase") == "Running"]) == 3,
-               timeout=90, message=lambda: "three previews Running\n" + operator.tail())
-    capped = wait_until(lambda: condition(get(control_plane, "project", name), "PreviewsCapped")
-                        .get("status") == "True"
-                        and condition(get(control_plane, "project", name), "PreviewsCapped"),
-                        timeout=30, message="PreviewsCapped")
+    wait_until(
+        lambda: (
+            len(
+                [
+                    e
+                    for e in _preview_envs(control_plane, name).values()
+                    if e.get("status", {}).get("phase") == "Running"
+                ]
+            )
+            == 3
+        ),
+        timeout=90,
+        message=lambda: "three previews Running\n" + operator.tail(),
+    )
+    capped = wait_until(
+        lambda: (
+            condition(get(control_plane, "project", name), "PreviewsCapped").get("status") == "True"
+            and condition(get(control_plane, "project", name), "PreviewsCapped")
+        ),
+        timeout=30,
+        message="PreviewsCapped",
+    )
     assert capped["reason"] == "MaxCountReached"
     assert "97 branches wait" in capped["message"]
     assert len(_preview_envs(control_plane, name)) == 3
@@ -184,7 +260,9 @@ def _listing_failures(log: Path) -> int:
     return log.read_text(errors="replace").count("listing outage failed")
 
 
-def _seconds(stamp: str) -> float:
-    from datetime import datetime
+def _polls(log: Path) -> int:
+    return log.read_text(errors="replace").count("Operator.poll")
 
+
+def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,448 @@
+"""Operating properties: crashes, outages, hand edits, leader election, quiet resyncs."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from pathlib import Path
+
+from kapsa.controlplane import ControlPlane
+from kapsa.sandbox.gitserver import GitServer
+from tests.e2e.conftest import Platform
+from tests.e2e.harness import (
+    OperatorProcess,
+    condition,
+    get,
+    history,
+    moves,
+    project_yaml,
+)
+from tests.waiting import wait_until
+
+APP = {"app.py": "print('hello')\n"}
+ENVS = [
+    {"name": "dev", "branch": "main", "autoSync": True},
+    {"name": "prod", "branch": "main", "autoSync": False},
+]
+
+
+def _phase(control_plane: ControlPlane, *args: str) -> str | None:
+    return ((get(control_plane, *args) or {}).get("status") or {}).get("phase")
+
+
+def _apply(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    name: str,
+    environments: list[dict] | None = None,
+) -> str:
+    commit = git_server.create_repo(name, files=APP)
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(
+            name=name, url=git_server.url_for(name), environments=environments or ENVS
+        ),
+    )
+    return commit
+
+
+def _running(
+    control_plane: ControlPlane, name: str, operator: OperatorProcess, timeout: float = 60
+) -> None:
+    wait_until(
+        lambda: _phase(control_plane, "project", name) == "Running",
+        timeout=timeout,
+        message=lambda: f"Project {name} Running\n{operator.tail()}",
+    )
+
+
+def _assert_ledger_clean(ledger_url: str, project: str) -> None:
+    """No duplicate and no missing row: every object's seqs run 1..n."""
+    rows = history(ledger_url, project)
+    by_uid: dict[str, list[int]] = {}
+    for row in rows:
+        by_uid.setdefault(row.uid, []).append(row.seq)
+    for uid, seqs in by_uid.items():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), (uid, seqs)
+
+
+def test_operator_killed_mid_build_and_mid_rollout_converges(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    platform: Platform,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    name = "crashy"
+    platform.kpack.hold.set()
+    try:
+        _apply(control_plane, git_server, name)
+        wait_until(
+            lambda: _phase(control_plane, "project", name) == "Building",
+            timeout=30,
+            message=lambda: "Building\n" + operator.tail(),
+        )
+        operator.kill()
+        operator.start()
+    finally:
+        platform.kpack.release()
+    _running(control_plane, name, operator)
+    operator.kill()
+    operator.start()
+    second = git_server.commit(name, branch="main", files={"app.py": "print(2)\n"})
+    wait_until(
+        lambda: (
+            _phase(control_plane, "-n", name, "environment", "dev") == "Deploying"
+            or (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == second
+        ),
+        timeout=30,
+        message=lambda: "dev rolling out\n" + operator.tail(),
+    )
+    operator.kill()
+    operator.start()
+    wait_until(
+        lambda: (
+            (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == second
+            and _phase(control_plane, "project", name) == "Running"
+        ),
+        timeout=60,
+        message=lambda: "converged on the second commit\n" + operator.tail(),
+    )
+    images = get(control_plane, "-n", name, "images.kpack.io")["items"]
+    assert [i["metadata"]["name"] for i in images] == [f"{name}-main"]
+    _assert_ledger_clean(operator_ledger, name)
+    assert moves(history(operator_ledger, name), kind="Project", name=name)[:3] == [
+        ("Pending", "Building", "build_started"),
+        ("Building", "Deploying", "build_succeeded"),
+        ("Deploying", "Running", "environments_ready"),
+    ]
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_hand_edits_to_owned_objects_are_put_back_and_recorded(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    name = "drift"
+    _apply(control_plane, git_server, name, environments=ENVS[:1])
+    _running(control_plane, name, operator)
+    image = get(control_plane, "-n", name, "environment", "dev")["status"]["image"]
+
+    control_plane.kubectl("-n", name, "set", "image", "deployment/dev", "app=nginx:latest")
+    wait_until(
+        lambda: (
+            get(control_plane, "-n", name, "deployment", "dev")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["image"]
+            == image
+        ),
+        timeout=30,
+        message="image put back",
+    )
+    control_plane.kubectl("-n", name, "delete", "service", "dev")
+    wait_until(
+        lambda: get(control_plane, "-n", name, "service", "dev") is not None,
+        timeout=30,
+        message="Service put back",
+    )
+    control_plane.kubectl("-n", name, "delete", "ingress", "dev")
+    wait_until(
+        lambda: get(control_plane, "-n", name, "ingress", "dev") is not None,
+        timeout=30,
+        message="Ingress put back",
+    )
+    repairs = [e for e in history(operator_ledger, name) if e.trigger == "drift_repaired"]
+    assert {"Deployment", "Service", "Ingress"} <= {
+        kind for e in repairs for kind in ("Deployment", "Service", "Ingress") if kind in e.message
+    }
+    assert _phase(control_plane, "-n", name, "environment", "dev") == "Running"
+    _assert_ledger_clean(operator_ledger, name)
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_git_server_down_then_back_touches_nothing_and_recovers(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+) -> None:
+    name = "gitdown"
+    _apply(control_plane, git_server, name, environments=ENVS[:1])
+    _running(control_plane, name, operator)
+    before = get(control_plane, "-n", name, "deployment", "dev")["metadata"]["resourceVersion"]
+    git_server.stop()
+    try:
+        wait_until(
+            lambda: (
+                condition(get(control_plane, "project", name), "SourceReachable").get("status")
+                == "False"
+            ),
+            timeout=30,
+            message="SourceReachable=False",
+        )
+        assert (
+            get(control_plane, "-n", name, "deployment", "dev")["metadata"]["resourceVersion"]
+            == before
+        )
+        assert _phase(control_plane, "-n", name, "environment", "dev") == "Running"
+    finally:
+        git_server.start()
+    newer = git_server.commit(name, branch="main", files={"app.py": "print('back')\n"})
+    wait_until(
+        lambda: (
+            (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == newer
+        ),
+        timeout=60,
+        message=lambda: "rolled out after the outage\n" + operator.tail(),
+    )
+    assert condition(get(control_plane, "project", name), "SourceReachable")["status"] == "True"
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_api_server_restart_is_survived(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+) -> None:
+    name = "apirestart"
+    _apply(control_plane, git_server, name, environments=ENVS[:1])
+    _running(control_plane, name, operator)
+    control_plane.restart_apiserver()
+    newer = git_server.commit(name, branch="main", files={"app.py": "print('after')\n"})
+    wait_until(
+        lambda: (
+            (get(control_plane, "-n", name, "environment", "dev") or {})
+            .get("status", {})
+            .get("commit")
+            == newer
+        ),
+        timeout=90,
+        message=lambda: "rolled out after the API server restart\n" + operator.tail(),
+    )
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_a_resync_in_which_nothing_changed_writes_nothing(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    platform: Platform,
+    operator_ledger: str,
+    tmp_path: Path,
+) -> None:
+    name = "quiet"
+    process = OperatorProcess(
+        control_plane=control_plane,
+        ledger_url=operator_ledger,
+        workdir=tmp_path,
+        extra=["--no-leader-elect", "--resync-seconds", "1"],
+    ).start()
+    try:
+        _apply(control_plane, git_server, name)
+        _running(control_plane, name, process)
+        wait_until(
+            lambda: (
+                get(control_plane, "-n", name, "environment", "prod")["status"].get("phase")
+                == "Running"
+            ),
+            timeout=30,
+            message="prod Running",
+        )
+
+        def versions() -> dict[str, str]:
+            found = {}
+            for kind in (
+                "environments",
+                "deployments",
+                "services",
+                "ingresses",
+                "images.kpack.io",
+                "serviceaccounts",
+                "secrets",
+            ):
+                for item in get(control_plane, "-n", name, kind)["items"]:
+                    found[f"{kind}/{item['metadata']['name']}"] = item["metadata"][
+                        "resourceVersion"
+                    ]
+            found["project"] = get(control_plane, "project", name)["metadata"]["resourceVersion"]
+            return found
+
+        rows = len(history(operator_ledger, name))
+        settled = versions()
+        resyncs = process.log.read_text().count("Operator.resync")
+        wait_until(
+            lambda: process.log.read_text().count("Operator.resync") >= resyncs + 3,
+            timeout=30,
+            message="three resyncs",
+        )
+        assert versions() == settled
+        assert len(history(operator_ledger, name)) == rows
+    finally:
+        process.stop()
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_two_replicas_one_leader_and_a_takeover(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    platform: Platform,
+    operator_ledger: str,
+    tmp_path: Path,
+) -> None:
+    name = "leader"
+    replicas = []
+    for index in range(2):
+        workdir = tmp_path / f"replica-{index}"
+        workdir.mkdir()
+        replicas.append(
+            OperatorProcess(
+                control_plane=control_plane,
+                ledger_url=operator_ledger,
+                workdir=workdir,
+                extra=["--identity", f"replica-{index}"],
+            ).start()
+        )
+    try:
+        lease = wait_until(
+            lambda: (
+                (get(control_plane, "-n", "kapsa-system", "lease", "kapsa-operator") or {})
+                .get("spec", {})
+                .get("holderIdentity")
+            ),
+            timeout=30,
+            message="a leader",
+        )
+        leader = replicas[int(lease.split("-")[1])]
+        standby = replicas[1 - int(lease.split("-")[1])]
+        _apply(control_plane, git_server, name, environments=ENVS[:1])
+        _running(control_plane, name, leader)
+        assert "Project leader:" in leader.log.read_text()
+        assert "Project leader:" not in standby.log.read_text()
+
+        leader.kill()
+        wait_until(
+            lambda: (
+                get(control_plane, "-n", "kapsa-system", "lease", "kapsa-operator")["spec"][
+                    "holderIdentity"
+                ]
+                != lease
+            ),
+            timeout=30,
+            message="the standby takes the lease",
+        )
+        newer = git_server.commit(name, branch="main", files={"app.py": "print('ha')\n"})
+        wait_until(
+            lambda: (
+                (get(control_plane, "-n", name, "environment", "dev") or {})
+                .get("status", {})
+                .get("commit")
+                == newer
+            ),
+            timeout=60,
+            message=lambda: "the new leader rolls out\n" + standby.tail(),
+        )
+        _assert_ledger_clean(operator_ledger, name)
+    finally:
+        for replica in replicas:
+            replica.stop()
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_secrets_are_referenced_and_a_missing_one_holds_the_rollout(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    name = "secretive"
+    environments = [
+        {
+            "name": "prod",
+            "branch": "main",
+            "autoSync": True,
+            "secretRefs": [{"name": "api-secrets-prod"}],
+        }
+    ]
+    _apply(control_plane, git_server, name, environments=environments)
+    held = wait_until(
+        lambda: (
+            condition(get(control_plane, "-n", name, "environment", "prod"), "Progressing").get(
+                "reason"
+            )
+            == "SecretNotFound"
+            and get(control_plane, "-n", name, "environment", "prod")
+        ),
+        timeout=60,
+        message=lambda: "SecretNotFound\n" + operator.tail(),
+    )
+    assert "api-secrets-prod" in condition(held, "Progressing")["message"]
+    assert held["status"]["phase"] == "Pending"
+    assert get(control_plane, "-n", name, "deployment", "prod") is None
+
+    # As External Secrets Operator would: the Secret appears, the rollout goes on by itself.
+    control_plane.kubectl(
+        "-n",
+        name,
+        "create",
+        "secret",
+        "generic",
+        "api-secrets-prod",
+        "--from-literal=DATABASE_PASSWORD=s3cr3t-value",
+    )
+    wait_until(
+        lambda: _phase(control_plane, "-n", name, "environment", "prod") == "Running",
+        timeout=60,
+        message=lambda: "prod Running\n" + operator.tail(),
+    )
+    container = get(control_plane, "-n", name, "deployment", "prod")["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "api-secrets-prod"}}]
+    for text in (
+        json.dumps(get(control_plane, "project", name)),
+        json.dumps(get(control_plane, "-n", name, "environment", "prod")),
+        json.dumps([e.to_dict() for e in history(operator_ledger, name)]),
+        operator.log.read_text(),
+    ):
+        assert "s3cr3t-value" not in text
+        assert base64.b64encode(b"s3cr3t-value").decode() not in text
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+
+
+def test_a_namespace_kapsa_does_not_own_is_never_taken_over(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+) -> None:
+    name = "taken"
+    control_plane.kubectl("create", "namespace", name)
+    control_plane.kubectl("-n", name, "create", "configmap", "someone-elses", "--from-literal=a=b")
+    _apply(control_plane, git_server, name, environments=ENVS[:1])
+    ready = wait_until(
+        lambda: (
+            condition(get(control_plane, "project", name), "Ready").get("reason")
+            == "NamespaceConflict"
+            and condition(get(control_plane, "project", name), "Ready")
+        ),
+        timeout=30,
+        message=lambda: "NamespaceConflict\n" + operator.tail(),
+    )
+    assert "not take it over" in ready["message"]
+    namespace = get(control_plane, "namespace", name)
+    assert not namespace["metadata"].get("ownerReferences")
+    assert Counter(i["kind"] for i in get(control_plane, "-n", name, "all")["items"]) == Counter()
+    assert get(control_plane, "-n", name, "environments")["items"] == []
+    control_plane.kubectl("delete", "project", name, "--wait=false")
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")
