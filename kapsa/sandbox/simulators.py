@@ -8,11 +8,15 @@ would write, and nothing else. Kapsa itself runs unchanged against them.
 - `KubeletSimulator` plays the deployment controller and the kubelet: it reports a Deployment's
   pods as updated, ready and available.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
+
+`CommitMessageFailPolicy` decides which simulated builds fail, so a demo or a test can break a
+build the way a developer does: by pushing a commit.
 """
 
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +24,7 @@ from typing import Any
 from kapsa.k8s.client import JSON, ApiError, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, KPACK_IMAGE, ResourceType
+from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 
 log = logging.getLogger(__name__)
@@ -67,6 +72,40 @@ class _Simulator:
 FailPolicy = Callable[[JSON], str | None]
 
 
+class CommitMessageFailPolicy:
+    """Fails the simulated build of a commit whose message carries `BUILD-FAILS: why`.
+
+    Keyed on the commit itself, so whoever pushes states the failure with the push, with no
+    race against the operator's poll; `why` becomes the builder's message, as kpack reports it.
+    """
+
+    MARKER = "BUILD-FAILS:"
+
+    def __init__(self, git_server: GitServer) -> None:
+        self.git_server = git_server
+
+    def __call__(self, image: JSON) -> str | None:
+        source = image["spec"]["source"]["git"]
+        name = source["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
+        done = subprocess.run(
+            [
+                "git",
+                "--git-dir",
+                str(self.git_server.path_for(name)),
+                "log",
+                "-1",
+                "--format=%B",
+                source["revision"],
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0 or self.MARKER not in done.stdout:
+            return None
+        return done.stdout.split(self.MARKER, 1)[1].strip()
+
+
 class KpackSimulator(_Simulator):
     """kpack's controller, simulated. `fail(image)` returns a failure message or None."""
 
@@ -91,8 +130,11 @@ class KpackSimulator(_Simulator):
         status = dict(obj.get("status") or {})
         generation = obj["metadata"]["generation"]
         ready = next((c for c in status.get("conditions", []) if c["type"] == "Ready"), None)
-        done = status.get("observedGeneration") == generation and ready and \
-            ready["status"] != "Unknown"
+        done = (
+            status.get("observedGeneration") == generation
+            and ready
+            and ready["status"] != "Unknown"
+        )
         if done:
             return
         counter = int(status.get("buildCounter", 0))
@@ -106,17 +148,22 @@ class KpackSimulator(_Simulator):
             latestBuildReason="COMMIT",
         )
         if self.hold.is_set():
-            status["conditions"] = [{"type": "Ready", "status": "Unknown",
-                                     "reason": "BuildRunning", "message": ""}]
+            status["conditions"] = [
+                {"type": "Ready", "status": "Unknown", "reason": "BuildRunning", "message": ""}
+            ]
             self._put_status(obj, status)
             return
         failure = self.fail(obj)
         if failure:
-            status["conditions"] = [{
-                "type": "Ready", "status": "False", "reason": "BuildFailed",
-                "message": f"Error: Build '{name}-build-{counter}' in namespace "
-                           f"'{obj['metadata']['namespace']}' failed: {failure}",
-            }]
+            status["conditions"] = [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "BuildFailed",
+                    "message": f"Error: Build '{name}-build-{counter}' in namespace "
+                    f"'{obj['metadata']['namespace']}' failed: {failure}",
+                }
+            ]
         else:
             tags = [obj["spec"]["tag"], *obj["spec"].get("additionalTags", [])]
             digest = ""
@@ -126,8 +173,9 @@ class KpackSimulator(_Simulator):
                 digest = self.registry.put_image(repository=repository, tag=tag_name)
             reference = obj["spec"]["tag"].rpartition(":")[0]
             status["latestImage"] = f"{reference}@{digest}"
-            status["conditions"] = [{"type": "Ready", "status": "True", "reason": "UpToDate",
-                                     "message": ""}]
+            status["conditions"] = [
+                {"type": "Ready", "status": "True", "reason": "UpToDate", "message": ""}
+            ]
         self.builds += 1
         self._put_status(obj, status)
 
@@ -147,17 +195,23 @@ class KubeletSimulator(_Simulator):
         status = obj.get("status") or {}
         if self.never_ready(obj):
             wanted: dict[str, Any] = {
-                "observedGeneration": generation, "replicas": replicas,
-                "updatedReplicas": replicas, "readyReplicas": 0, "availableReplicas": 0,
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": 0,
+                "availableReplicas": 0,
                 "unavailableReplicas": replicas,
             }
         else:
             wanted = {
-                "observedGeneration": generation, "replicas": replicas,
-                "updatedReplicas": replicas, "readyReplicas": replicas,
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "readyReplicas": replicas,
                 "availableReplicas": replicas,
-                "conditions": [{"type": "Available", "status": "True",
-                                "reason": "MinimumReplicasAvailable"}],
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+                ],
             }
         if all(status.get(k) == v for k, v in wanted.items()):
             return
@@ -174,7 +228,17 @@ class CertManagerSimulator(_Simulator):
         for entry in (obj.get("status") or {}).get("conditions", []):
             if entry.get("type") == "Ready" and entry.get("observedGeneration") == generation:
                 return
-        self._put_status(obj, {"conditions": [{
-            "type": "Ready", "status": "True", "reason": "IsReady",
-            "message": "Signing CA verified (simulated)", "observedGeneration": generation,
-        }]})
+        self._put_status(
+            obj,
+            {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "IsReady",
+                        "message": "Signing CA verified (simulated)",
+                        "observedGeneration": generation,
+                    }
+                ]
+            },
+        )
