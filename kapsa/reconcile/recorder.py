@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from kapsa import metrics
+from kapsa.faults import failpoint
 from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import EVENT
 from kapsa.ledger import Entry
@@ -168,12 +169,16 @@ def write_status(
         "spec": obj["spec"],
         "status": status,
     }
+    if transition is not None:
+        failpoint("before-status")
     stored = ctx.kube.replace_status(resource, body)
     stored.setdefault("kind", obj["kind"])
     stored.setdefault("apiVersion", obj["apiVersion"])
     if transition is not None:
         last = status["lastTransition"]
+        failpoint("after-status")
         ctx.ledger.append(entry_from_status(stored, last, project=project, source=source))
+        failpoint("after-ledger")
         catch_up.mark(stored["metadata"]["uid"], last["seq"])
         metrics.count_transition(kind=obj["kind"], source=transition.source, dest=transition.dest)
         log.info(

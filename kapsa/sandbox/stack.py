@@ -337,7 +337,9 @@ class OperatorProcess:
         ledger_url: str,
         workdir: Path,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.env = env or {}
         self.kubeconfig = kubeconfig
         self.ledger_url = ledger_url
         self.workdir = workdir
@@ -377,7 +379,7 @@ class OperatorProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # noqa: PLW1509
             )

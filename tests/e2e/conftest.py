@@ -1,75 +1,35 @@
-"""The platform every flow test stands on: a verified Registry, a ready DomainPool, simulators."""
+"""The platform every flow test stands on: a verified Registry, a ready DomainPool, simulators.
+
+The same assembly as `kapsa sandbox` (kapsa.sandbox.stack), with the admin's objects from
+deploy/examples pointed at the local registry.
+"""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from kapsa.controlplane import ControlPlane
 from kapsa.k8s.client import JSON, Kube
+from kapsa.sandbox import stack
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from kapsa.sandbox.simulators import CertManagerSimulator, KpackSimulator, KubeletSimulator
-from tests.e2e.harness import PLATFORM, OperatorProcess, get
+from kapsa.sandbox.simulators import CommitMessageFailPolicy, KpackSimulator, KubeletSimulator
+from tests.e2e.harness import REGISTRY, OperatorProcess, get, remove_all_projects
 from tests.waiting import wait_until
 
 
-class BuildPolicy:
-    """Which builds the kpack SIMULATOR fails: commits whose message carries `BUILD-FAILS: why`.
-
-    Keyed on the commit itself, so a test states the failure when it pushes, with no race
-    against the operator's poll.
-    """
-
-    MARKER = "BUILD-FAILS:"
-
-    def __init__(self, git_server: GitServer) -> None:
-        self.git_server = git_server
-
-    def __call__(self, image: JSON) -> str | None:
-        source = image["spec"]["source"]["git"]
-        name = source["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
-        message = subprocess.run(
-            [
-                "git",
-                "--git-dir",
-                str(self.git_server.path_for(name)),
-                "log",
-                "-1",
-                "--format=%B",
-                source["revision"],
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        if self.MARKER not in message:
-            return None
-        return message.split(self.MARKER, 1)[1].strip()
-
-
+@dataclass
 class ReadinessPolicy:
     """Which images the kubelet SIMULATOR never makes ready."""
 
-    def __init__(self) -> None:
-        self.never: set[str] = set()
+    never: set[str] = field(default_factory=set)
 
     def __call__(self, deployment: JSON) -> bool:
         return deployment["spec"]["template"]["spec"]["containers"][0]["image"] in self.never
-
-
-@pytest.fixture(scope="session")
-def build_policy(git_server: GitServer) -> BuildPolicy:
-    return BuildPolicy(git_server)
-
-
-@pytest.fixture(scope="session")
-def readiness_policy() -> ReadinessPolicy:
-    return ReadinessPolicy()
 
 
 @dataclass
@@ -77,41 +37,35 @@ class Platform:
     kube: Kube
     kpack: KpackSimulator
     kubelet: KubeletSimulator
+    names: stack.Platform
+
+
+@pytest.fixture(scope="session")
+def build_policy(git_server: GitServer) -> CommitMessageFailPolicy:
+    return CommitMessageFailPolicy(git_server)
+
+
+@pytest.fixture(scope="session")
+def readiness_policy() -> ReadinessPolicy:
+    return ReadinessPolicy()
 
 
 @pytest.fixture(scope="session")
 def platform(
     control_plane: ControlPlane,
     registry_server: RegistryServer,
-    build_policy: BuildPolicy,
+    build_policy: CommitMessageFailPolicy,
     readiness_policy: ReadinessPolicy,
 ) -> Iterator[Platform]:
-    """kapsa-system, the registry's push Secret and Registry, a ClusterIssuer and DomainPool,
-    and the simulators standing in for kpack, the kubelet and cert-manager."""
+    """The admin's objects (deploy/examples, on the local registry) and the simulators."""
+    names = stack.apply_platform(control_plane, registry_server)
+    assert names.registry == REGISTRY
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
-    control_plane.kubectl("create", "namespace", "kapsa-system", check=False)
-    control_plane.kubectl(
-        "-n",
-        "kapsa-system",
-        "create",
-        "secret",
-        "docker-registry",
-        "registry-push",
-        f"--docker-server={registry_server.server}",
-        f"--docker-username={registry_server.username}",
-        f"--docker-password={registry_server.password}",
+    kpack, kubelet, cert_manager = stack.start_simulators(
+        kube, registry_server=registry_server, fail=build_policy, never_ready=readiness_policy
     )
-    registry = (
-        "apiVersion: kapsa.io/v1alpha1\nkind: Registry\nmetadata: {name: local}\nspec:\n"
-        f"  server: {registry_server.server}\n  insecure: true\n"
-        "  credentialsSecretRef: {name: registry-push, namespace: kapsa-system}\n"
-    )
-    control_plane.kubectl("apply", "-f", "-", input=PLATFORM + "---\n" + registry)
-    kpack = KpackSimulator(kube, registry=registry_server, fail=build_policy)
-    kubelet = KubeletSimulator(kube, never_ready=readiness_policy)
-    simulators = [kpack.start(), kubelet.start(), CertManagerSimulator(kube).start()]
-    yield Platform(kube=kube, kpack=kpack, kubelet=kubelet)
-    for simulator in simulators:
+    yield Platform(kube=kube, kpack=kpack, kubelet=kubelet, names=names)
+    for simulator in (kpack, kubelet, cert_manager):
         simulator.stop()
 
 
@@ -131,9 +85,10 @@ def operator(
         extra=["--no-leader-elect"],
     ).start()
     wait_until(
-        lambda: (get(control_plane, "registry", "local") or {}).get("status", {}).get("verified"),
+        lambda: (get(control_plane, "registry", REGISTRY) or {}).get("status", {}).get("verified"),
         timeout=30,
         message=lambda: "Registry verified\n" + process.tail(),
     )
     yield process
+    remove_all_projects(control_plane, process)
     process.stop()

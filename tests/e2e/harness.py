@@ -7,12 +7,7 @@ kubelet and cert-manager SIMULATORS run in the test process against the same API
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +15,18 @@ import yaml
 
 from kapsa.controlplane import ControlPlane
 from kapsa.ledger import Entry, Ledger
+from kapsa.sandbox import stack
 from tests.waiting import wait_until
 
-KAPSA = str(Path(sys.executable).with_name("kapsa"))
+#: The admin's objects as deploy/examples names them (the `platform` fixture applies them).
+REGISTRY = "harbor"
+DOMAIN_POOL = "apps"
+CLUSTER_ISSUER = "letsencrypt-prod"
+BASE_DOMAIN = "apps.corp.com"
 
 
-class OperatorProcess:
-    """`kapsa operator` in a child process, with its log kept for failure messages."""
+class OperatorProcess(stack.OperatorProcess):
+    """The sandbox's operator process, on a free loopback port so replicas can run side by side."""
 
     def __init__(
         self,
@@ -35,42 +35,15 @@ class OperatorProcess:
         ledger_url: str,
         workdir: Path,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
-        self.control_plane = control_plane
-        self.ledger_url = ledger_url
-        self.workdir = workdir
-        self.extra = extra or []
-        self.log = workdir / "operator.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> OperatorProcess:
-        args = [
-            KAPSA,
-            "operator",
-            "--kubeconfig",
-            str(self.control_plane.kubeconfig),
-            "--ledger",
-            self.ledger_url,
-            "--allow-insecure-sources",
-            "--allow-private-hosts",
-            "--git-cache",
-            str(self.workdir / "git-cache"),
-            "--resync-seconds",
-            "30",
-            "--http-host",
-            "127.0.0.1",
-            "--http-port",
-            "0",
-            *self.extra,
-        ]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                args,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )
-        return self
+        super().__init__(
+            kubeconfig=control_plane.kubeconfig,
+            ledger_url=ledger_url,
+            workdir=workdir,
+            extra=["--http-host", "127.0.0.1", "--http-port", "0", *(extra or [])],
+            env=env,
+        )
 
     def url(self) -> str:
         """Where this process serves health, metrics, webhooks and the ledger API."""
@@ -80,25 +53,6 @@ class OperatorProcess:
             message="the operator's HTTP port in its log",
         )
         return f"http://127.0.0.1:{match.group(1)}"
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, as when a node dies."""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
-
-    def tail(self, lines: int = 40) -> str:
-        if not self.log.exists():
-            return ""
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 def project_yaml(
@@ -115,8 +69,8 @@ def project_yaml(
         "metadata": {"name": name},
         "spec": {
             "source": {"git": {"url": url}, "pollInterval": poll},
-            "build": {"registryRef": {"name": "local"}, "repository": f"apps/{name}"},
-            "domainPoolRef": {"name": "apps"},
+            "build": {"registryRef": {"name": REGISTRY}, "repository": f"apps/{name}"},
+            "domainPoolRef": {"name": DOMAIN_POOL},
             "app": {"port": 8080, "rolloutDeadline": "20s"},
             "environments": environments,
             **(extra_spec or {}),
@@ -130,6 +84,14 @@ def get(control_plane: ControlPlane, *args: str) -> Any:
     if out.returncode != 0:
         return None
     return json.loads(out.stdout)
+
+
+def status_of(control_plane: ControlPlane, *args: str) -> dict[str, Any]:
+    return dict((get(control_plane, *args) or {}).get("status") or {})
+
+
+def phase_of(control_plane: ControlPlane, *args: str) -> str | None:
+    return status_of(control_plane, *args).get("phase")
 
 
 def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
@@ -153,19 +115,71 @@ def moves(entries: list[Entry], *, kind: str, name: str) -> list[tuple[str, str,
     ]
 
 
-PLATFORM = textwrap.dedent(
+def wait_for_project_phase(
+    control_plane: ControlPlane,
+    name: str,
+    phase: str,
+    operator: OperatorProcess,
+    *,
+    timeout: float = 60,
+) -> None:
+    wait_until(
+        lambda: phase_of(control_plane, "project", name) == phase,
+        timeout=timeout,
+        message=lambda: f"Project {name} {phase}\n{operator.tail()}",
+    )
+
+
+def wait_for_commit(
+    control_plane: ControlPlane,
+    name: str,
+    environment: str,
+    commit: str,
+    operator: OperatorProcess,
+    *,
+    timeout: float = 60,
+) -> None:
+    """Until the environment runs `commit` and is Running again."""
+    wait_until(
+        lambda: (
+            status_of(control_plane, "-n", name, "environment", environment).get("commit") == commit
+            and phase_of(control_plane, "-n", name, "environment", environment) == "Running"
+        ),
+        timeout=timeout,
+        message=lambda: f"{environment} of {name} on {commit[:7]}\n{operator.tail()}",
+    )
+
+
+def assert_ledger_clean(ledger_url: str, project: str) -> None:
+    """No duplicate and no missing row: every object's sequence numbers run 1..n."""
+    by_uid: dict[str, list[int]] = {}
+    for row in history(ledger_url, project):
+        by_uid.setdefault(row.uid, []).append(row.seq)
+    for uid, seqs in by_uid.items():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1)), (uid, seqs)
+
+
+def remove_all_projects(control_plane: ControlPlane, operator: OperatorProcess) -> None:
+    """Delete every Project and wait, with an operator still running, until all is gone.
+
+    The operator finalizes what it owns (the ledger's last rows), so leaving this to a later
+    test's operator would mix one test's history into another's.
     """
-    apiVersion: cert-manager.io/v1
-    kind: ClusterIssuer
-    metadata: {name: letsencrypt-test}
-    spec: {selfSigned: {}}
-    ---
-    apiVersion: kapsa.io/v1alpha1
-    kind: DomainPool
-    metadata: {name: apps}
-    spec:
-      baseDomain: apps.corp.com
-      clusterIssuerRef: {name: letsencrypt-test}
-      ingressClassName: nginx
-    """
-)
+    control_plane.kubectl("delete", "projects", "--all", "--wait=false")
+    wait_until(
+        lambda: (
+            not get(control_plane, "projects")["items"]
+            and not get(control_plane, "environments", "--all-namespaces")["items"]
+        ),
+        timeout=90,
+        message=lambda: "every Project and Environment gone\n" + operator.tail(),
+    )
+
+
+def assert_chain(steps: list[tuple[str, str, str]], *, ends: str) -> None:
+    """The moves of one object form an unbroken path from Pending to `ends`: none lost."""
+    assert steps, "no transitions recorded"
+    assert steps[0][0] == "Pending", steps
+    for before, after in zip(steps, steps[1:], strict=False):
+        assert before[1] == after[0] or after[2] == "drift_repaired", (before, after)
+    assert steps[-1][1] == ends, steps

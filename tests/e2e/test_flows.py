@@ -7,16 +7,20 @@ import base64
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from tests.e2e.conftest import BuildPolicy
-from tests.e2e.harness import OperatorProcess, condition, get, history, moves, project_yaml
+from kapsa.sandbox.simulators import CommitMessageFailPolicy
+from tests.e2e.harness import (
+    OperatorProcess,
+    condition,
+    get,
+    history,
+    moves,
+    phase_of,
+    project_yaml,
+    status_of,
+)
 from tests.waiting import wait_until
 
 APP = {"app.py": "print('hello')\n", "requirements.txt": "flask\n"}
-
-
-def _phase(control_plane: ControlPlane, *args: str) -> str | None:
-    obj = get(control_plane, *args)
-    return (obj or {}).get("status", {}).get("phase")
 
 
 def _deploy(
@@ -37,7 +41,7 @@ def _deploy(
         ),
     )
     wait_until(
-        lambda: _phase(control_plane, "project", name) == "Running",
+        lambda: phase_of(control_plane, "project", name) == "Running",
         timeout=60,
         message=lambda: f"Project {name} Running\n{operator.tail()}",
     )
@@ -104,7 +108,7 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         assert ingress["spec"]["ingressClassName"] == "nginx"
         assert (
             ingress["metadata"]["annotations"]["cert-manager.io/cluster-issuer"]
-            == "letsencrypt-test"
+            == "letsencrypt-prod"
         )
 
     rows = history(operator_ledger, name)
@@ -118,7 +122,6 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         ("Deploying", "Running", "rollout_ready"),
     ]
     assert [e.seq for e in rows if e.name == "dev"] == [1, 2]
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_new_commit_rolls_out_to_auto_sync_environments_only(
@@ -134,11 +137,8 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
     second = git_server.commit(name, branch="main", files={"app.py": "print('v2')\n"})
     wait_until(
         lambda: (
-            (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == second
-            and _phase(control_plane, "-n", name, "environment", "dev") == "Running"
+            status_of(control_plane, "-n", name, "environment", "dev").get("commit") == second
+            and phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
         ),
         timeout=60,
         message=lambda: "dev on the new commit\n" + operator.tail(),
@@ -164,14 +164,13 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
         ("Deploying", "Running", "rollout_ready"),
     ]
     assert [e.commit for e in rows if e.name == "dev"][-1] == second
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_failed_build_keeps_every_environment_on_its_last_good_image(
     control_plane: ControlPlane,
     git_server: GitServer,
     operator: OperatorProcess,
-    build_policy: BuildPolicy,
+    build_policy: CommitMessageFailPolicy,
     operator_ledger: str,
 ) -> None:
     name = "wiki"
@@ -185,7 +184,7 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
         message=f"{build_policy.MARKER} npm install failed: exit status 1",
     )
     wait_until(
-        lambda: _phase(control_plane, "project", name) == "Failed",
+        lambda: phase_of(control_plane, "project", name) == "Failed",
         timeout=60,
         message=lambda: "Project Failed\n" + operator.tail(),
     )
@@ -208,11 +207,8 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
     fixed = git_server.commit(name, branch="main", files={"app.py": "print('fixed')\n"})
     wait_until(
         lambda: (
-            (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == fixed
-            and _phase(control_plane, "project", name) == "Running"
+            status_of(control_plane, "-n", name, "environment", "dev").get("commit") == fixed
+            and phase_of(control_plane, "project", name) == "Running"
         ),
         timeout=60,
         message=lambda: "recovered on the next commit\n" + operator.tail(),
@@ -222,4 +218,3 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
         ("Building", "Deploying", "build_succeeded"),
         ("Deploying", "Running", "environments_ready"),
     ]
-    control_plane.kubectl("delete", "project", name, "--wait=false")

@@ -8,7 +8,14 @@ from pathlib import Path
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from tests.e2e.harness import OperatorProcess, condition, get, history, moves, project_yaml
+from tests.e2e.harness import (
+    OperatorProcess,
+    condition,
+    get,
+    history,
+    moves,
+    project_yaml,
+)
 from tests.waiting import wait_until
 
 APP = {"app.py": "print('hello')\n"}
@@ -126,7 +133,6 @@ def test_branch_gets_a_preview_and_loses_it_when_the_branch_is_deleted(
     assert moves(history(operator_ledger, name), kind="Environment", name="feature-new-api")[
         -2:
     ] == [("Running", "Expiring", "branch_deleted"), ("Expiring", "Deleted", "removed")]
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_ttl_expires_a_preview_and_only_a_newer_commit_brings_it_back(
@@ -160,7 +166,6 @@ def test_ttl_expires_a_preview_and_only_a_newer_commit_brings_it_back(
     second = _running_preview(control_plane, name, "feature/short", operator)
     assert second["metadata"]["uid"] != first_uid
     assert second["status"]["commit"] == newer
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_a_failed_listing_deletes_nothing(
@@ -213,7 +218,6 @@ def test_a_failed_listing_deletes_nothing(
         _preview_envs(control_plane, name)["feature/stay"]["metadata"]["uid"]
         == env["metadata"]["uid"]
     )
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_max_count_caps_live_previews_and_says_so(
@@ -253,7 +257,6 @@ def test_max_count_caps_live_previews_and_says_so(
     assert len(_preview_envs(control_plane, name)) == 3
     waiting = [p for p in _previews(control_plane, name).values() if p.get("waiting")]
     assert len(waiting) == 97
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def _listing_failures(log: Path) -> int:

@@ -12,11 +12,16 @@ from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
     OperatorProcess,
+    assert_ledger_clean,
     condition,
     get,
     history,
     moves,
+    phase_of,
     project_yaml,
+    remove_all_projects,
+    status_of,
+    wait_for_project_phase,
 )
 from tests.waiting import wait_until
 
@@ -25,10 +30,6 @@ ENVS = [
     {"name": "dev", "branch": "main", "autoSync": True},
     {"name": "prod", "branch": "main", "autoSync": False},
 ]
-
-
-def _phase(control_plane: ControlPlane, *args: str) -> str | None:
-    return ((get(control_plane, *args) or {}).get("status") or {}).get("phase")
 
 
 def _apply(
@@ -49,26 +50,6 @@ def _apply(
     return commit
 
 
-def _running(
-    control_plane: ControlPlane, name: str, operator: OperatorProcess, timeout: float = 60
-) -> None:
-    wait_until(
-        lambda: _phase(control_plane, "project", name) == "Running",
-        timeout=timeout,
-        message=lambda: f"Project {name} Running\n{operator.tail()}",
-    )
-
-
-def _assert_ledger_clean(ledger_url: str, project: str) -> None:
-    """No duplicate and no missing row: every object's seqs run 1..n."""
-    rows = history(ledger_url, project)
-    by_uid: dict[str, list[int]] = {}
-    for row in rows:
-        by_uid.setdefault(row.uid, []).append(row.seq)
-    for uid, seqs in by_uid.items():
-        assert sorted(seqs) == list(range(1, len(seqs) + 1)), (uid, seqs)
-
-
 def test_operator_killed_mid_build_and_mid_rollout_converges(
     control_plane: ControlPlane,
     git_server: GitServer,
@@ -81,7 +62,7 @@ def test_operator_killed_mid_build_and_mid_rollout_converges(
     try:
         _apply(control_plane, git_server, name)
         wait_until(
-            lambda: _phase(control_plane, "project", name) == "Building",
+            lambda: phase_of(control_plane, "project", name) == "Building",
             timeout=30,
             message=lambda: "Building\n" + operator.tail(),
         )
@@ -89,17 +70,14 @@ def test_operator_killed_mid_build_and_mid_rollout_converges(
         operator.start()
     finally:
         platform.kpack.release()
-    _running(control_plane, name, operator)
+    wait_for_project_phase(control_plane, name, "Running", operator)
     operator.kill()
     operator.start()
     second = git_server.commit(name, branch="main", files={"app.py": "print(2)\n"})
     wait_until(
         lambda: (
-            _phase(control_plane, "-n", name, "environment", "dev") == "Deploying"
-            or (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == second
+            phase_of(control_plane, "-n", name, "environment", "dev") == "Deploying"
+            or status_of(control_plane, "-n", name, "environment", "dev").get("commit") == second
         ),
         timeout=30,
         message=lambda: "dev rolling out\n" + operator.tail(),
@@ -108,24 +86,20 @@ def test_operator_killed_mid_build_and_mid_rollout_converges(
     operator.start()
     wait_until(
         lambda: (
-            (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == second
-            and _phase(control_plane, "project", name) == "Running"
+            status_of(control_plane, "-n", name, "environment", "dev").get("commit") == second
+            and phase_of(control_plane, "project", name) == "Running"
         ),
         timeout=60,
         message=lambda: "converged on the second commit\n" + operator.tail(),
     )
     images = get(control_plane, "-n", name, "images.kpack.io")["items"]
     assert [i["metadata"]["name"] for i in images] == [f"{name}-main"]
-    _assert_ledger_clean(operator_ledger, name)
+    assert_ledger_clean(operator_ledger, name)
     assert moves(history(operator_ledger, name), kind="Project", name=name)[:3] == [
         ("Pending", "Building", "build_started"),
         ("Building", "Deploying", "build_succeeded"),
         ("Deploying", "Running", "environments_ready"),
     ]
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_hand_edits_to_owned_objects_are_put_back_and_recorded(
@@ -136,7 +110,7 @@ def test_hand_edits_to_owned_objects_are_put_back_and_recorded(
 ) -> None:
     name = "drift"
     _apply(control_plane, git_server, name, environments=ENVS[:1])
-    _running(control_plane, name, operator)
+    wait_for_project_phase(control_plane, name, "Running", operator)
     image = get(control_plane, "-n", name, "environment", "dev")["status"]["image"]
 
     control_plane.kubectl("-n", name, "set", "image", "deployment/dev", "app=nginx:latest")
@@ -166,9 +140,8 @@ def test_hand_edits_to_owned_objects_are_put_back_and_recorded(
     assert {"Deployment", "Service", "Ingress"} <= {
         kind for e in repairs for kind in ("Deployment", "Service", "Ingress") if kind in e.message
     }
-    assert _phase(control_plane, "-n", name, "environment", "dev") == "Running"
-    _assert_ledger_clean(operator_ledger, name)
-    control_plane.kubectl("delete", "project", name, "--wait=false")
+    assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
+    assert_ledger_clean(operator_ledger, name)
 
 
 def test_git_server_down_then_back_touches_nothing_and_recovers(
@@ -178,7 +151,7 @@ def test_git_server_down_then_back_touches_nothing_and_recovers(
 ) -> None:
     name = "gitdown"
     _apply(control_plane, git_server, name, environments=ENVS[:1])
-    _running(control_plane, name, operator)
+    wait_for_project_phase(control_plane, name, "Running", operator)
     before = get(control_plane, "-n", name, "deployment", "dev")["metadata"]["resourceVersion"]
     git_server.stop()
     try:
@@ -194,22 +167,16 @@ def test_git_server_down_then_back_touches_nothing_and_recovers(
             get(control_plane, "-n", name, "deployment", "dev")["metadata"]["resourceVersion"]
             == before
         )
-        assert _phase(control_plane, "-n", name, "environment", "dev") == "Running"
+        assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
     finally:
         git_server.start()
     newer = git_server.commit(name, branch="main", files={"app.py": "print('back')\n"})
     wait_until(
-        lambda: (
-            (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == newer
-        ),
+        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("commit") == newer,
         timeout=60,
         message=lambda: "rolled out after the outage\n" + operator.tail(),
     )
     assert condition(get(control_plane, "project", name), "SourceReachable")["status"] == "True"
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_api_server_restart_is_survived(
@@ -219,20 +186,14 @@ def test_api_server_restart_is_survived(
 ) -> None:
     name = "apirestart"
     _apply(control_plane, git_server, name, environments=ENVS[:1])
-    _running(control_plane, name, operator)
+    wait_for_project_phase(control_plane, name, "Running", operator)
     control_plane.restart_apiserver()
     newer = git_server.commit(name, branch="main", files={"app.py": "print('after')\n"})
     wait_until(
-        lambda: (
-            (get(control_plane, "-n", name, "environment", "dev") or {})
-            .get("status", {})
-            .get("commit")
-            == newer
-        ),
+        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("commit") == newer,
         timeout=90,
         message=lambda: "rolled out after the API server restart\n" + operator.tail(),
     )
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_a_resync_in_which_nothing_changed_writes_nothing(
@@ -251,7 +212,7 @@ def test_a_resync_in_which_nothing_changed_writes_nothing(
     ).start()
     try:
         _apply(control_plane, git_server, name)
-        _running(control_plane, name, process)
+        wait_for_project_phase(control_plane, name, "Running", process)
         wait_until(
             lambda: (
                 get(control_plane, "-n", name, "environment", "prod")["status"].get("phase")
@@ -290,8 +251,8 @@ def test_a_resync_in_which_nothing_changed_writes_nothing(
         assert versions() == settled
         assert len(history(operator_ledger, name)) == rows
     finally:
+        remove_all_projects(control_plane, process)
         process.stop()
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_two_replicas_one_leader_and_a_takeover(
@@ -327,7 +288,7 @@ def test_two_replicas_one_leader_and_a_takeover(
         leader = replicas[int(lease.split("-")[1])]
         standby = replicas[1 - int(lease.split("-")[1])]
         _apply(control_plane, git_server, name, environments=ENVS[:1])
-        _running(control_plane, name, leader)
+        wait_for_project_phase(control_plane, name, "Running", leader)
         assert "Project leader:" in leader.log.read_text()
         assert "Project leader:" not in standby.log.read_text()
 
@@ -345,19 +306,17 @@ def test_two_replicas_one_leader_and_a_takeover(
         newer = git_server.commit(name, branch="main", files={"app.py": "print('ha')\n"})
         wait_until(
             lambda: (
-                (get(control_plane, "-n", name, "environment", "dev") or {})
-                .get("status", {})
-                .get("commit")
-                == newer
+                status_of(control_plane, "-n", name, "environment", "dev").get("commit") == newer
             ),
             timeout=60,
             message=lambda: "the new leader rolls out\n" + standby.tail(),
         )
-        _assert_ledger_clean(operator_ledger, name)
+        assert_ledger_clean(operator_ledger, name)
     finally:
+        alive = [r for r in replicas if r.process and r.process.poll() is None]
+        remove_all_projects(control_plane, alive[0])
         for replica in replicas:
             replica.stop()
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_secrets_are_referenced_and_a_missing_one_holds_the_rollout(
@@ -402,7 +361,7 @@ def test_secrets_are_referenced_and_a_missing_one_holds_the_rollout(
         "--from-literal=DATABASE_PASSWORD=s3cr3t-value",
     )
     wait_until(
-        lambda: _phase(control_plane, "-n", name, "environment", "prod") == "Running",
+        lambda: phase_of(control_plane, "-n", name, "environment", "prod") == "Running",
         timeout=60,
         message=lambda: "prod Running\n" + operator.tail(),
     )
@@ -418,7 +377,6 @@ def test_secrets_are_referenced_and_a_missing_one_holds_the_rollout(
     ):
         assert "s3cr3t-value" not in text
         assert base64.b64encode(b"s3cr3t-value").decode() not in text
-    control_plane.kubectl("delete", "project", name, "--wait=false")
 
 
 def test_a_namespace_kapsa_does_not_own_is_never_taken_over(
@@ -444,5 +402,4 @@ def test_a_namespace_kapsa_does_not_own_is_never_taken_over(
     assert not namespace["metadata"].get("ownerReferences")
     assert Counter(i["kind"] for i in get(control_plane, "-n", name, "all")["items"]) == Counter()
     assert get(control_plane, "-n", name, "environments")["items"] == []
-    control_plane.kubectl("delete", "project", name, "--wait=false")
     control_plane.kubectl("delete", "namespace", name, "--wait=false")

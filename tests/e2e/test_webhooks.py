@@ -12,16 +12,18 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
-from tests.e2e.harness import OperatorProcess, get, project_yaml
+from tests.e2e.harness import (
+    OperatorProcess,
+    project_yaml,
+    status_of,
+)
 from tests.waiting import wait_until
 
 TOKEN = "a-shared-webhook-token"
 
 
 def _dev_commit(control_plane: ControlPlane, name: str) -> str | None:
-    return ((get(control_plane, "-n", name, "environment", "dev") or {}).get("status") or {}).get(
-        "commit"
-    )
+    return status_of(control_plane, "-n", name, "environment", "dev").get("commit")
 
 
 def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
@@ -115,4 +117,3 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
     assert requests.get(f"{operator.url()}/readyz", timeout=10).status_code == 200
     history = requests.get(f"{operator.url()}/api/v1/history/{name}", timeout=10).json()
     assert any(row["commit"] == second and row["name"] == "dev" for row in history)
-    control_plane.kubectl("delete", "project", name, "--wait=false")
