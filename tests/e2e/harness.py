@@ -6,6 +6,7 @@ kubelet and cert-manager SIMULATORS run in the test process against the same API
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -180,6 +181,6 @@ def assert_chain(steps: list[tuple[str, str, str]], *, ends: str) -> None:
     """The moves of one object form an unbroken path from Pending to `ends`: none lost."""
     assert steps, "no transitions recorded"
     assert steps[0][0] == "Pending", steps
-    for before, after in zip(steps, steps[1:], strict=False):
+    for before, after in itertools.pairwise(steps):
         assert before[1] == after[0] or after[2] == "drift_repaired", (before, after)
     assert steps[-1][1] == ends, steps
