@@ -7,13 +7,80 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from kapsa.api.common import Condition, LastTransition, Model, Phase, Resource, condition_list_field
+from kapsa.api.common import (
+    DNS_LABEL_PATTERN,
+    DURATION_PATTERN,
+    Condition,
+    LastTransition,
+    Model,
+    Phase,
+    Resource,
+    condition_list_field,
+)
 from kapsa.api.project import SecretRef
+
+#: A full commit id or an abbreviation of at least 7 hex digits, as `git log --oneline` shows it.
+COMMIT_PATTERN = r"^[0-9a-f]{7,64}$"
 
 
 class EnvironmentType(StrEnum):
     STANDARD = "standard"
     PREVIEW = "preview"
+
+
+class ReleaseRequest(Model):
+    """A release a person asks for: a rollback here, or a promotion from another environment.
+
+    It lives in spec so that `kubectl patch` is enough; Kapsa's own server-side apply never
+    sets it, so it never takes it away. Kapsa acts on a request once: the same request again
+    (same fields) is already answered in status.release, so a new `requestedAt` asks anew.
+    """
+
+    rollback_to: str | None = Field(
+        default=None,
+        pattern=COMMIT_PATTERN,
+        description="Return to this commit (full or at least 7 hex digits). Only a commit the "
+        "ledger shows Running and ready in this environment, whose image the registry still "
+        "has; the commit rolled back from is quarantined here.",
+    )
+    promote_from: str | None = Field(
+        default=None,
+        pattern=DNS_LABEL_PATTERN,
+        description="Run the image that this other environment of the Project runs (no "
+        "rebuild). Only into an environment with autoSync false.",
+    )
+    min_ready: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="Promotion: how long the ledger must show the image Running and ready in "
+        "promoteFrom (default 10m).",
+    )
+    requested_at: str | None = Field(
+        default=None,
+        max_length=64,
+        description="When it was asked (any text, `kapsa rollback` and `kapsa promote` write "
+        "the time); a new value asks again with otherwise identical fields.",
+    )
+
+
+class QuarantinedCommit(Model):
+    commit: str = Field(description="A commit auto-sync no longer rolls out here.")
+    reason: str = Field(default="", description="rollback or auto-rollback.")
+    at: str | None = Field(default=None, description="When it was quarantined (RFC 3339).")
+
+
+class ReleaseStatus(Model):
+    """Kapsa's answer to spec.release: what it did, or why it would not."""
+
+    request: ReleaseRequest = Field(description="The request this answers.")
+    outcome: str = Field(description="Accepted, Refused, or Waiting (for a rollout in progress).")
+    message: str = Field(default="", description="Why, for people.")
+    source: str | None = Field(
+        default=None, description="rollback or promote:<environment>, as the ledger names it."
+    )
+    commit: str | None = Field(default=None, description="The commit released.")
+    image: str | None = Field(default=None, description="The image released, by digest.")
+    at: str | None = Field(default=None, description="When Kapsa answered (RFC 3339).")
 
 
 class EnvironmentSpec(Model):
@@ -25,6 +92,16 @@ class EnvironmentSpec(Model):
     auto_sync: bool = Field(default=True, description="Roll out new commits by itself.")
     secret_refs: list[SecretRef] = Field(
         default_factory=list, description="Secrets exposed to the app with envFrom."
+    )
+    auto_rollback: bool | None = Field(
+        default=None,
+        description="Return to the last good image when a rollout misses its deadline; unset "
+        "means the Project's environment entry decides (default false).",
+    )
+    release: ReleaseRequest | None = Field(
+        default=None,
+        description="A rollback or promotion asked for by a person (`kapsa rollback`, `kapsa "
+        "promote`, or kubectl); answered in status.release.",
     )
 
 
@@ -42,7 +119,24 @@ class EnvironmentStatus(Model):
     rollout_started_at: str | None = Field(
         default=None, description="When the rollout in progress began."
     )
+    target_source: str | None = Field(
+        default=None,
+        description="What started the rollout in progress when not a new commit: rollback, "
+        "auto-rollback or promote:<environment>.",
+    )
     expires_at: str | None = Field(default=None, description="Previews: when it is removed.")
+    quarantined_commits: list[QuarantinedCommit] = Field(
+        default_factory=list,
+        description="Commits rolled back from here: auto-sync skips them and moves on with the "
+        "next newer commit.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["commit"],
+        },
+    )
+    release: ReleaseStatus | None = Field(
+        default=None, description="The answer to the latest spec.release."
+    )
     conditions: list[Condition] = condition_list_field()
     observed_generation: int | None = Field(default=None, description="The spec last acted on.")
     last_transition: LastTransition | None = Field(

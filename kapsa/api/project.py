@@ -124,6 +124,11 @@ class EnvironmentTemplate(Model):
     secret_refs: list[SecretRef] = Field(
         default_factory=list, description="Secrets exposed to the app as environment variables."
     )
+    auto_rollback: bool = Field(
+        default=False,
+        description="When a rollout misses app.rolloutDeadline, return to the last image that "
+        "ran ready here and quarantine the failed commit (see docs/releases.md).",
+    )
 
 
 class PreviewSpec(Model):

@@ -1,5 +1,10 @@
 """Imports every sub-command module so that each registers itself on the app."""
-from kapsa.cli import crds  # noqa: F401
-from kapsa.cli import diagram  # noqa: F401
-from kapsa.cli import history  # noqa: F401
-from kapsa.cli import operator  # noqa: F401
+
+from kapsa.cli import (
+    crds,  # noqa: F401
+    diagram,  # noqa: F401
+    history,  # noqa: F401
+    operator,  # noqa: F401
+    release,  # noqa: F401
+    sandbox,  # noqa: F401
+)

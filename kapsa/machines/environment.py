@@ -8,6 +8,7 @@ already ready), so a repeated reconcile with nothing new writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,6 +18,7 @@ from kapsa.machines.base import (
     LIVE,
     BuildState,
     Definition,
+    Guard,
     Rule,
     Transition,
     define,
@@ -51,6 +53,13 @@ class EnvironmentObservation:
     rollout_started_at: datetime | None = None
     rollout_deadline: timedelta = timedelta(minutes=10)
     blocked_reason: str = ""
+    release: str = ""
+    release_message: str = ""
+
+
+#: The kinds of release a person or the auto-rollback policy asks for (`release` above): the
+#: desired image is then the one the release names, not the branch's newest.
+ROLLBACK, AUTO_ROLLBACK, PROMOTION = "rollback", "auto_rollback", "promotion"
 
 
 def _deleting(o: EnvironmentObservation) -> bool:
@@ -117,6 +126,22 @@ def _new_image(o: EnvironmentObservation) -> bool:
 def _other_than_failed(o: EnvironmentObservation) -> bool:
     failed_image = o.target_image if o.target_image is not None else o.current_image
     return o.desired_image is not None and o.desired_image != failed_image
+
+
+def _moves_to(kind: str) -> Guard[EnvironmentObservation]:
+    def guard(o: EnvironmentObservation) -> bool:
+        running = o.target_image or o.current_image
+        return o.release == kind and o.desired_image is not None and o.desired_image != running
+
+    guard.__name__ = f"_moves_to_{kind}"
+    return guard
+
+
+def _release_message(default: str) -> Callable[[EnvironmentObservation], str]:
+    def message(o: EnvironmentObservation) -> str:
+        return o.release_message or default.format(image=o.desired_image, failed=o.target_image)
+
+    return message
 
 
 def _ready_message(o: EnvironmentObservation) -> str:
@@ -209,6 +234,42 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
         message=lambda o: o.build_message or "The build failed.",
         conditions=(_build_failed,),
         unless=(_leaving, _has_image),
+    ),
+    Rule(
+        trigger="rollback_started",
+        sources=(RUNNING, FAILED),
+        dest=DEPLOYING,
+        reason="RollbackStarted",
+        description="Someone asked to return to an image the ledger shows Running and ready "
+        "here; Kapsa rolls it out and quarantines the commit rolled back from, so auto-sync "
+        "waits for a newer one.",
+        message=_release_message("Rolling back to {image}."),
+        conditions=(_moves_to(ROLLBACK),),
+        unless=(_leaving, _blocked),
+    ),
+    Rule(
+        trigger="auto_rollback",
+        sources=(FAILED,),
+        dest=DEPLOYING,
+        reason="AutoRollback",
+        description="The rollout missed its deadline and the environment has autoRollback; "
+        "Kapsa returns to the last image that ran ready and quarantines the failed commit.",
+        message=_release_message(
+            "The rollout of {failed} missed its deadline; rolling back to {image}."
+        ),
+        conditions=(_moves_to(AUTO_ROLLBACK),),
+        unless=(_leaving, _blocked),
+    ),
+    Rule(
+        trigger="promotion_started",
+        sources=(RUNNING, FAILED),
+        dest=DEPLOYING,
+        reason="PromotionStarted",
+        description="Someone promoted the image another environment runs, after the ledger "
+        "showed it Running and ready there long enough; Kapsa rolls it out without a rebuild.",
+        message=_release_message("Promoting {image}."),
+        conditions=(_moves_to(PROMOTION),),
+        unless=(_leaving, _blocked),
     ),
     Rule(
         trigger="rollout_started",
