@@ -58,6 +58,7 @@ PROJECT_SPEC: dict[str, Any] = {
             "secretRef": {"name": "api-git", "namespace": "kapsa-system"},
         },
         "pollInterval": "1h30m",
+        "webhookSecretRef": {"name": "api-webhook", "namespace": "kapsa-system"},
     },
     "build": {
         "strategy": "dockerfile",
@@ -75,8 +76,20 @@ PROJECT_SPEC: dict[str, Any] = {
         "rolloutDeadline": "15m",
     },
     "environments": [
-        {"name": "dev", "branch": "main", "autoSync": True, "secretRefs": [{"name": "dev-env"}]},
-        {"name": "prod", "branch": "release", "autoSync": False, "secretRefs": [{"name": "p"}]},
+        {
+            "name": "dev",
+            "branch": "main",
+            "autoSync": True,
+            "autoRollback": True,
+            "secretRefs": [{"name": "dev-env"}],
+        },
+        {
+            "name": "prod",
+            "branch": "release",
+            "autoSync": False,
+            "autoRollback": False,
+            "secretRefs": [{"name": "p"}],
+        },
     ],
     "previewEnvironments": {
         "enabled": True,
@@ -96,6 +109,20 @@ PROJECT_STATUS: dict[str, Any] = {
     "branches": [
         {"name": "main", "commit": "def456e", "builtCommit": "def456e", "image": "img@sha256:1"}
     ],
+    "previews": [
+        {
+            "name": "feature-new-api",
+            "branch": "feature/new-api",
+            "commit": "xyz789a",
+            "builtCommit": "xyz789a",
+            "image": "img@sha256:2",
+            "buildState": "Failed",
+            "message": "npm install failed",
+            "gone": False,
+            "expiredCommit": "abc123d",
+            "waiting": False,
+        }
+    ],
     "environments": [
         {"name": "dev", "type": "standard", "phase": "Running", "url": "https://dev.api.apps.c"}
     ],
@@ -104,12 +131,20 @@ PROJECT_STATUS: dict[str, Any] = {
     "lastTransition": LAST_TRANSITION,
     "lastPollTime": "2026-11-27T10:00:00Z",
 }
+RELEASE_REQUEST: dict[str, Any] = {
+    "rollbackTo": "abc123d",
+    "promoteFrom": "dev",
+    "minReady": "10m",
+    "requestedAt": "2026-11-27T10:00:00Z",
+}
 ENVIRONMENT_SPEC: dict[str, Any] = {
     "project": "api",
     "type": "preview",
     "branch": "feature/new-api",
     "autoSync": False,
     "secretRefs": [{"name": "api-secrets-dev"}],
+    "autoRollback": True,
+    "release": RELEASE_REQUEST,
 }
 ENVIRONMENT_STATUS: dict[str, Any] = {
     "phase": "Deploying",
@@ -122,6 +157,19 @@ ENVIRONMENT_STATUS: dict[str, Any] = {
     "targetCommit": "xyz789a",
     "rolloutStartedAt": "2026-11-27T10:00:00Z",
     "expiresAt": "2026-12-04T10:00:00Z",
+    "targetSource": "rollback",
+    "quarantinedCommits": [
+        {"commit": "def456e", "reason": "rollback", "at": "2026-11-27T10:00:00Z"}
+    ],
+    "release": {
+        "request": RELEASE_REQUEST,
+        "outcome": "Accepted",
+        "message": "Rolling back to abc123d.",
+        "source": "rollback",
+        "commit": "abc123d",
+        "image": "harbor.corp.com/myapp/api@sha256:" + "b" * 64,
+        "at": "2026-11-27T10:00:00Z",
+    },
     "conditions": CONDITIONS,
     "observedGeneration": 2,
     "lastTransition": LAST_TRANSITION,
