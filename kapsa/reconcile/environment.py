@@ -237,19 +237,6 @@ class EnvironmentReconciler:
                 commit_for_row, image_for_row = old.get("targetCommit"), target
         status["phase"] = phase
 
-        # Act: the children for what it runs now (or moves to), repaired if someone changed them.
-        repaired: list[str] = []
-        image_to_run = status.get("targetImage") or status.get("image")
-        if image_to_run and host and phase in ("Deploying", "Running", "Failed") and pool:
-            repaired = self._ensure_children(
-                env,
-                project,
-                pool,
-                host=host,
-                image=image_to_run,
-                commit=status.get("targetCommit") or status.get("commit"),
-            )
-
         # Conditions.
         if blocked:
             cond("Progressing", False, blocked, blocked_message)
@@ -292,6 +279,20 @@ class EnvironmentReconciler:
             image=image_for_row,
             source=source if transition is not None and transition.trigger in _SOURCED else None,
         )
+        # Act, once the decision is on record: a crash from here on is repaired by the next
+        # pass from status, never lost. The children are for what it runs now (or moves to).
+        repaired: list[str] = []
+        image_to_run = status.get("targetImage") or status.get("image")
+        if image_to_run and host and phase in ("Deploying", "Running", "Failed") and pool:
+            repaired = self._ensure_children(
+                env,
+                project,
+                pool,
+                host=host,
+                image=image_to_run,
+                commit=status.get("targetCommit") or status.get("commit"),
+            )
+
         if repaired and transition is None:
             self._record_repair(stored or env, project["metadata"]["name"], repaired)
         if phase == "Expiring":

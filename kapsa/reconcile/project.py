@@ -703,8 +703,12 @@ def _up_to_date(env: JSON, branches: dict[str, JSON]) -> bool:
         return False
     if not env["spec"].get("autoSync", True):
         return True
-    built = branches.get(env["spec"]["branch"], {}).get("image")
-    return built is None or (env.get("status") or {}).get("image") == built
+    branch = branches.get(env["spec"]["branch"], {})
+    status = env.get("status") or {}
+    quarantined = {q.get("commit") for q in status.get("quarantinedCommits", [])}
+    if branch.get("builtCommit") in quarantined:
+        return True  # rolled back from it on purpose: auto-sync skips it
+    return branch.get("image") is None or status.get("image") == branch["image"]
 
 
 def _phase(env: JSON) -> str:
