@@ -22,7 +22,7 @@ from rich.table import Table
 
 from kapsa.api.common import parse_duration
 from kapsa.cli import app
-from kapsa.cli.history import SERVER_HELP, _from_ledger, _from_server, _Query, _server_url
+from kapsa.cli.ledger_client import SERVER_HELP, LedgerQuery, read
 from kapsa.errors import KapsaError
 from kapsa.git.credentials import credentials_from_secret_data
 from kapsa.git.log import Commit, commits_between
@@ -123,10 +123,8 @@ def _wait_running(kube: Kube, target: _Target, *, image: str | None, timeout: fl
 
 
 def _deployments(project: str, env: str, *, ledger_url: str, server: str | None) -> list[Any]:
-    query = _Query(project=project, env=env, since=None, until=None, limit=None, at=None)
-    if server is not None:
-        return list(_from_server(_server_url(server), query=query, deployments=True))
-    return list(_from_ledger(ledger_url, query=query, deployments=True))
+    query = LedgerQuery(project=project, env=env)
+    return list(read(query, deployments=True, ledger_url=ledger_url, server=server))
 
 
 def _steps_back(spans: list[dict[str, Any]], steps: int, *, env: str) -> str:

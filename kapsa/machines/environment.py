@@ -245,7 +245,7 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
         "waits for a newer one.",
         message=_release_message("Rolling back to {image}."),
         conditions=(_moves_to(ROLLBACK),),
-        unless=(_leaving, _blocked),
+        unless=(_leaving, _blocked, _ready_on_desired),
     ),
     Rule(
         trigger="auto_rollback",
@@ -258,7 +258,7 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
             "The rollout of {failed} missed its deadline; rolling back to {image}."
         ),
         conditions=(_moves_to(AUTO_ROLLBACK),),
-        unless=(_leaving, _blocked),
+        unless=(_leaving, _blocked, _ready_on_desired),
     ),
     Rule(
         trigger="promotion_started",
@@ -269,7 +269,7 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
         "showed it Running and ready there long enough; Kapsa rolls it out without a rebuild.",
         message=_release_message("Promoting {image}."),
         conditions=(_moves_to(PROMOTION),),
-        unless=(_leaving, _blocked),
+        unless=(_leaving, _blocked, _ready_on_desired),
     ),
     Rule(
         trigger="rollout_started",

@@ -7,9 +7,12 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import strategies as st
 
 from kapsa.machines import BuildState, EnvironmentObservation, ProjectObservation
+from kapsa.machines.environment import AUTO_ROLLBACK, PROMOTION, ROLLBACK
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 IMAGES = st.sampled_from([None, "registry/app:a", "registry/app:b", "registry/app:c"])
+#: No release most of the time, as in a cluster; each kind often enough that its guards flip.
+RELEASES = st.sampled_from(["", "", ROLLBACK, AUTO_ROLLBACK, PROMOTION])
 MOMENTS = st.integers(min_value=-30, max_value=30).map(
     lambda minutes: T0 + timedelta(minutes=minutes)
 )
@@ -44,4 +47,6 @@ environment_observations = st.builds(
     rollout_started_at=st.none() | MOMENTS,
     rollout_deadline=st.sampled_from([timedelta(minutes=5), timedelta(minutes=10)]),
     blocked_reason=st.sampled_from(["", "SecretNotFound"]),
+    release=RELEASES,
+    release_message=st.sampled_from(["", "Rolling back to 1a2b3c4 (registry/app:a)."]),
 )

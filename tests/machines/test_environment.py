@@ -16,6 +16,7 @@ from kapsa.machines import (
     EnvironmentObservation,
     decide_environment,
 )
+from kapsa.machines.environment import AUTO_ROLLBACK, PROMOTION, ROLLBACK
 
 P, B, D, R, F, E = (
     Phase.PENDING,
@@ -38,6 +39,27 @@ ROLLING_NEW: dict[str, Any] = {
 STUCK: dict[str, Any] = {**ROLLING_NEW, "rollout_started_at": LONG_AGO}
 FIRST_BUILD_FAILED: dict[str, Any] = {"build": BuildState.FAILED, "build_message": "boom"}
 LIVE = (P, B, D, R, F)
+# Releases: the reconciler has already checked the request against the ledger and made the
+# release's image the desired one; the machine only decides whether the rollout starts.
+RUNNING_NEW: dict[str, Any] = {"desired_image": NEW, "current_image": NEW}
+ROLLBACK_RUNNING: dict[str, Any] = {**RUNNING_NEW, "desired_image": OLD, "release": ROLLBACK}
+PROMOTE_RUNNING: dict[str, Any] = {**RUNNING_OLD, "desired_image": NEWER, "release": PROMOTION}
+# Failed at the deadline while rolling NEW out over OLD; the release goes back to OLD.
+BACK_FROM_STUCK: dict[str, Any] = {**STUCK, "desired_image": OLD}
+ROLLBACK_FAILED: dict[str, Any] = {**BACK_FROM_STUCK, "release": ROLLBACK}
+AUTO_FAILED: dict[str, Any] = {**BACK_FROM_STUCK, "release": AUTO_ROLLBACK}
+PROMOTE_FAILED: dict[str, Any] = {**STUCK, "desired_image": NEWER, "release": PROMOTION}
+ROLLBACK_MOVE = ("rollback_started", D, "RollbackStarted")
+AUTO_MOVE = ("auto_rollback", D, "AutoRollback")
+PROMOTION_MOVE = ("promotion_started", D, "PromotionStarted")
+PLAIN_ROLLOUT = ("rollout_started", D, "RolloutStarted")
+RELEASES: list[tuple[str, Phase, dict[str, Any], tuple[str, str, str]]] = [
+    ("rollback-running", R, ROLLBACK_RUNNING, ROLLBACK_MOVE),
+    ("promotion-running", R, PROMOTE_RUNNING, PROMOTION_MOVE),
+    ("rollback-failed", F, ROLLBACK_FAILED, ROLLBACK_MOVE),
+    ("auto-rollback-failed", F, AUTO_FAILED, AUTO_MOVE),
+    ("promotion-failed", F, PROMOTE_FAILED, PROMOTION_MOVE),
+]
 
 CASES: list[tuple[str, Phase, dict[str, Any], tuple[str, str, str] | None]] = [
     # leaving: deletion, TTL, branch gone; from every live state
@@ -200,6 +222,122 @@ CASES: list[tuple[str, Phase, dict[str, Any], tuple[str, str, str] | None]] = [
         ("build_started", B, "BuildStarted"),
     ),
     ("failed-build-stays", F, FIRST_BUILD_FAILED, None),
+    # Releases: rollback, auto-rollback and promotion. Each also beats the plain rollout its
+    # observation would otherwise start (the new image from Running, another one from Failed).
+    *RELEASES,
+    # ... each is guarded by its own kind of release: without one, the same images are a plain
+    # rollout, and a release of another kind is not taken for it.
+    ("rollback-needs-the-release", R, {**ROLLBACK_RUNNING, "release": ""}, PLAIN_ROLLOUT),
+    ("promotion-needs-the-release", F, {**PROMOTE_FAILED, "release": ""}, PLAIN_ROLLOUT),
+    (
+        "auto-rollback-not-from-running",
+        R,
+        {**ROLLBACK_RUNNING, "release": AUTO_ROLLBACK},
+        PLAIN_ROLLOUT,
+    ),
+    ("unknown-release-is-plain", F, {**AUTO_FAILED, "release": "revert"}, PLAIN_ROLLOUT),
+    # ... by an image to go to that is not the one already there: the serving image in
+    # Running, the failed rollout's target in Failed, else the image it last ran.
+    ("rollback-to-serving-image", R, {**RUNNING_OLD, "release": ROLLBACK}, None),
+    ("promotion-of-serving-image", R, {**RUNNING_OLD, "release": PROMOTION}, None),
+    ("rollback-without-image", R, {**ROLLBACK_RUNNING, "desired_image": None}, None),
+    ("rollback-to-failed-image", F, {**STUCK, "release": ROLLBACK}, None),
+    ("auto-rollback-to-failed-image", F, {**STUCK, "release": AUTO_ROLLBACK}, None),
+    ("promotion-of-failed-image", F, {**STUCK, "release": PROMOTION}, None),
+    (
+        "rollback-failed-without-target",
+        F,
+        {"desired_image": OLD, "current_image": OLD, "release": ROLLBACK},
+        None,
+    ),
+    # ... and not while blocked: the release waits with the rollout it would start.
+    *[
+        (f"{name}-blocked", state, {**observed, "blocked_reason": "SecretNotFound"}, None)
+        for name, state, observed, _ in RELEASES
+    ],
+    # Releases start only from Running or Failed: a rollout in flight is not re-aimed by the
+    # machine, and before any image ran a release is an ordinary first rollout.
+    (
+        "deploying-ignores-rollback",
+        D,
+        {**ROLLING_NEW, "desired_image": OLD, "release": ROLLBACK},
+        None,
+    ),
+    (
+        "deploying-ignores-auto-rollback",
+        D,
+        {**STUCK, "desired_image": OLD, "release": AUTO_ROLLBACK},
+        None,
+    ),
+    (
+        "deploying-ignores-promotion",
+        D,
+        {**ROLLING_NEW, "desired_image": NEWER, "release": PROMOTION},
+        None,
+    ),
+    (
+        "pending-promotion-is-first-rollout",
+        P,
+        {"desired_image": NEW, "release": PROMOTION},
+        PLAIN_ROLLOUT,
+    ),
+    (
+        "building-rollback-is-build-succeeded",
+        B,
+        {"desired_image": OLD, "release": ROLLBACK},
+        ("build_succeeded", D, "BuildSucceeded"),
+    ),
+    ("expiring-ignores-rollback", E, {**ROLLBACK_RUNNING, "deleting": True}, None),
+    # Leaving beats every release: deletion, then the TTL, then the deleted branch.
+    *[
+        (
+            f"{name}-deleting",
+            state,
+            {**observed, "deleting": True},
+            ("delete_requested", E, "Deleting"),
+        )
+        for name, state, observed, _ in RELEASES
+    ],
+    *[
+        (
+            f"{name}-ttl",
+            state,
+            {**observed, "preview": True, "expires_at": NOW, "branch_gone": True},
+            ("ttl_expired", E, "TTLExpired"),
+        )
+        for name, state, observed, _ in RELEASES
+    ],
+    *[
+        (
+            f"{name}-branch-gone",
+            state,
+            {**observed, "preview": True, "branch_gone": True},
+            ("branch_deleted", E, "BranchDeleted"),
+        )
+        for name, state, observed, _ in RELEASES
+    ],
+    *[
+        (
+            f"{name}-preview-in-time",
+            state,
+            {**observed, "preview": True, "expires_at": NOW + timedelta(hours=1)},
+            move,
+        )
+        for name, state, observed, move in RELEASES
+    ],
+    # A Deployment found ready on the wanted image settles Failed as Running before any
+    # release is looked at: rollout_ready is declared first.
+    (
+        "failed-ready-beats-release",
+        F,
+        {
+            "desired_image": NEW,
+            "current_image": OLD,
+            "deployment_ready": True,
+            "release": PROMOTION,
+        },
+        ("rollout_ready", R, "Ready"),
+    ),
 ]
 
 
@@ -255,3 +393,44 @@ def test_deleted_is_final() -> None:
         decide_environment(DELETED, EnvironmentObservation(now=NOW, deleting=True, finalized=True))
         is None
     )
+
+
+@pytest.mark.parametrize(
+    ("state", "observed", "expected"),
+    [
+        (R, ROLLBACK_RUNNING, f"Rolling back to {OLD}."),
+        (F, ROLLBACK_FAILED, f"Rolling back to {OLD}."),
+        (F, AUTO_FAILED, f"The rollout of {NEW} missed its deadline; rolling back to {OLD}."),
+        (R, PROMOTE_RUNNING, f"Promoting {NEWER}."),
+        (F, PROMOTE_FAILED, f"Promoting {NEWER}."),
+    ],
+)
+def test_release_message_without_the_reconcilers(
+    state: Phase, observed: dict[str, Any], expected: str
+) -> None:
+    transition = decide_environment(state, EnvironmentObservation(now=NOW, **observed))
+    assert transition is not None
+    assert transition.message == expected
+
+
+@pytest.mark.parametrize(
+    ("state", "observed"), [case[1:3] for case in RELEASES], ids=[case[0] for case in RELEASES]
+)
+def test_release_message_is_the_reconcilers(state: Phase, observed: dict[str, Any]) -> None:
+    """The reconciler's message names the commit and the evidence; the machine keeps it."""
+    said = "Rolling back to 1a2b3c4 (registry/app:old), which ran ready here."
+    observation = EnvironmentObservation(now=NOW, **observed, release_message=said)
+    transition = decide_environment(state, observation)
+    assert transition is not None
+    assert transition.message == said
+
+
+@pytest.mark.parametrize(
+    ("state", "observed"), [case[1:3] for case in RELEASES], ids=[case[0] for case in RELEASES]
+)
+def test_release_settles_in_deploying(state: Phase, observed: dict[str, Any]) -> None:
+    """Seen again from Deploying, the release neither moves on nor is judged by the old clock."""
+    observation = EnvironmentObservation(now=NOW, **observed)
+    transition = decide_environment(state, observation)
+    assert transition is not None
+    assert decide_environment(transition.dest, observation) is None

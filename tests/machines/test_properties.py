@@ -21,6 +21,7 @@ from kapsa.machines import (
     decide_project,
     transitions_of,
 )
+from kapsa.machines.environment import AUTO_ROLLBACK, PROMOTION, ROLLBACK
 from tests.machines.strategies import environment_observations, project_observations
 
 Decide = Callable[[str, Any], Transition | None]
@@ -158,3 +159,28 @@ def test_a_stuck_rollout_always_ends(observation: Any) -> None:
     transition = decide_environment(Phase.DEPLOYING, stuck)
     assert transition is not None
     assert transition.dest == Phase.FAILED
+
+
+RELEASE_TRIGGERS = {"rollback_started", "auto_rollback", "promotion_started"}
+
+
+@FAST
+@given(
+    state=st.sampled_from([Phase.RUNNING.value, Phase.FAILED.value]),
+    observation=environment_observations,
+    release=st.sampled_from([ROLLBACK, AUTO_ROLLBACK, PROMOTION]),
+)
+def test_a_started_release_is_level_based(state: str, observation: Any, release: str) -> None:
+    """A release seen again after it started moves nothing: one rollout per request.
+
+    The general property above sees releases only now and then; here every observation carries
+    one, from the states a release starts from, and nobody is leaving or blocked.
+    """
+    asked = replace(
+        observation, release=release, deleting=False, branch_gone=False, blocked_reason=""
+    )
+    transition = decide_environment(state, asked)
+    if transition is None or transition.trigger not in RELEASE_TRIGGERS:
+        return
+    assert transition.dest == Phase.DEPLOYING
+    assert decide_environment(transition.dest, asked) is None
