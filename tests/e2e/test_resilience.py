@@ -276,14 +276,20 @@ def test_two_replicas_one_leader_and_a_takeover(
             ).start()
         )
     try:
+        ours = {"replica-0", "replica-1"}
+        # A Lease left by an earlier operator expires first; then one of these two takes it.
         lease = wait_until(
             lambda: (
                 (get(control_plane, "-n", "kapsa-system", "lease", "kapsa-operator") or {})
                 .get("spec", {})
                 .get("holderIdentity")
+                in ours
+                and get(control_plane, "-n", "kapsa-system", "lease", "kapsa-operator")["spec"][
+                    "holderIdentity"
+                ]
             ),
-            timeout=30,
-            message="a leader",
+            timeout=60,
+            message="a leader among the two replicas",
         )
         leader = replicas[int(lease.split("-")[1])]
         standby = replicas[1 - int(lease.split("-")[1])]
