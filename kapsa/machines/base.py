@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from transitions import EventData, Machine, State
 
@@ -66,6 +66,52 @@ class Rule(Generic[Observation]):
     message: Callable[[Observation], str]
     conditions: tuple[Guard[Observation], ...] = ()
     unless: tuple[Guard[Observation], ...] = ()
+
+
+class Deletable(Protocol):
+    """What every kind's observation says about its own deletion."""
+
+    @property
+    def deleting(self) -> bool: ...
+
+    @property
+    def finalized(self) -> bool: ...
+
+
+def is_deleting(o: Deletable) -> bool:
+    return o.deleting
+
+
+def is_finalized(o: Deletable) -> bool:
+    return o.finalized
+
+
+def deletion_rules(kind: str, *, what: str) -> tuple[Rule[Any], Rule[Any]]:
+    """The two moves every kind shares at its end: deleted -> Expiring -> gone.
+
+    `what` says what Kapsa removes before it lets the object go, for the docs.
+    """
+    return (
+        Rule(
+            trigger="delete_requested",
+            sources=LIVE,
+            dest=Phase.EXPIRING.value,
+            reason="Deleting",
+            description=f"The {kind} was deleted; Kapsa removes {what} before letting it go.",
+            message=lambda _: f"The {kind} is being deleted; {what} are being removed.",
+            conditions=(is_deleting,),
+        ),
+        Rule(
+            trigger="removed",
+            sources=(Phase.EXPIRING.value,),
+            dest=DELETED,
+            reason="Removed",
+            description=f"Deletion clean-up is done; Kapsa releases the finalizer and the {kind} "
+            "is gone.",
+            message=lambda _: f"Clean-up finished; the {kind} is gone.",
+            conditions=(is_deleting, is_finalized),
+        ),
+    )
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 
 from kapsa.api import Phase
 from kapsa.machines.base import (
-    DELETED,
     LIVE,
     BuildState,
     Definition,
@@ -22,7 +21,9 @@ from kapsa.machines.base import (
     Rule,
     Transition,
     define,
+    deletion_rules,
     format_duration,
+    is_deleting,
 )
 
 PENDING, BUILDING, DEPLOYING = Phase.PENDING.value, Phase.BUILDING.value, Phase.DEPLOYING.value
@@ -60,14 +61,6 @@ class EnvironmentObservation:
 #: The kinds of release a person or the auto-rollback policy asks for (`release` above): the
 #: desired image is then the one the release names, not the branch's newest.
 ROLLBACK, AUTO_ROLLBACK, PROMOTION = "rollback", "auto_rollback", "promotion"
-
-
-def _deleting(o: EnvironmentObservation) -> bool:
-    return o.deleting
-
-
-def _finalized(o: EnvironmentObservation) -> bool:
-    return o.finalized
 
 
 def _ttl_over(o: EnvironmentObservation) -> bool:
@@ -163,26 +156,7 @@ def _expired_message(o: EnvironmentObservation) -> str:
 _NO_ROLLOUT = (_leaving, _blocked, _ready_on_desired, _deadline_passed)
 
 RULES: tuple[Rule[EnvironmentObservation], ...] = (
-    Rule(
-        trigger="delete_requested",
-        sources=LIVE,
-        dest=EXPIRING,
-        reason="Deleting",
-        description="The Environment was deleted; Kapsa removes its Deployment, Service and "
-        "Ingress before letting it go.",
-        message=lambda _: "The Environment is being deleted; its workload is being removed.",
-        conditions=(_deleting,),
-    ),
-    Rule(
-        trigger="removed",
-        sources=(EXPIRING,),
-        dest=DELETED,
-        reason="Removed",
-        description="Deletion clean-up is done; Kapsa releases the finalizer and the Environment "
-        "is gone.",
-        message=lambda _: "Clean-up finished; the Environment is gone.",
-        conditions=(_deleting, _finalized),
-    ),
+    *deletion_rules("Environment", what="its Deployment, Service and Ingress"),
     Rule(
         trigger="ttl_expired",
         sources=LIVE,
@@ -191,7 +165,7 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
         description="The preview outlived its time to live; Kapsa deletes it.",
         message=_expired_message,
         conditions=(_ttl_over,),
-        unless=(_deleting,),
+        unless=(is_deleting,),
     ),
     Rule(
         trigger="branch_deleted",
@@ -202,7 +176,7 @@ RULES: tuple[Rule[EnvironmentObservation], ...] = (
         "(deleted or merged); Kapsa deletes the preview.",
         message=lambda _: "The preview's branch is gone from the repository.",
         conditions=(_branch_gone,),
-        unless=(_deleting, _ttl_over),
+        unless=(is_deleting, _ttl_over),
     ),
     Rule(
         trigger="rollout_ready",

@@ -9,7 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kapsa.api import Phase
-from kapsa.machines.base import DELETED, LIVE, BuildState, Definition, Rule, Transition, define
+from kapsa.machines.base import (
+    BuildState,
+    Definition,
+    Rule,
+    Transition,
+    define,
+    deletion_rules,
+)
 
 PENDING, BUILDING, DEPLOYING = Phase.PENDING.value, Phase.BUILDING.value, Phase.DEPLOYING.value
 RUNNING, FAILED, EXPIRING = Phase.RUNNING.value, Phase.FAILED.value, Phase.EXPIRING.value
@@ -28,14 +35,6 @@ class ProjectObservation:
     environments_running: int = 0
     environments_failed: int = 0
     failed_environment: str = ""
-
-
-def _deleting(o: ProjectObservation) -> bool:
-    return o.deleting
-
-
-def _finalized(o: ProjectObservation) -> bool:
-    return o.finalized
 
 
 def _tracking(o: ProjectObservation) -> bool:
@@ -81,26 +80,7 @@ def _ready_message(o: ProjectObservation) -> str:
 
 
 RULES: tuple[Rule[ProjectObservation], ...] = (
-    Rule(
-        trigger="delete_requested",
-        sources=LIVE,
-        dest=EXPIRING,
-        reason="Deleting",
-        description="The Project was deleted; Kapsa stops polling and removes its environments "
-        "and builds before letting it go.",
-        message=lambda _: "The Project is being deleted; its environments are being removed.",
-        conditions=(_deleting,),
-    ),
-    Rule(
-        trigger="removed",
-        sources=(EXPIRING,),
-        dest=DELETED,
-        reason="Removed",
-        description="Deletion clean-up is done; Kapsa releases the finalizer and the Project "
-        "is gone.",
-        message=lambda _: "Clean-up finished; the Project is gone.",
-        conditions=(_deleting, _finalized),
-    ),
+    *deletion_rules("Project", what="its environments and builds"),
     Rule(
         trigger="build_failed",
         sources=(PENDING, BUILDING, DEPLOYING, RUNNING),
