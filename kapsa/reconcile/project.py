@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from kapsa import metrics
 from kapsa.api.naming import image_tag, slug
 from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
 from kapsa.errors import KapsaError, SourceError, UnsafeURLError
@@ -260,6 +261,7 @@ class ProjectReconciler:
             )
         elif combined == BuildState.RUNNING:
             draft.condition("BuildSucceeded", None, "BuildRunning", "a build is running")
+        _count_build_outcome(draft)
         return branches, results
 
     def _summarize(
@@ -546,6 +548,7 @@ class ProjectReconciler:
             if live is None:
                 try:
                     live = ctx.kube.create(JOB, manifest)
+                    metrics.count_build(outcome="started")
                 except ApiError as error:
                     if error.status != 409:
                         raise
@@ -578,6 +581,7 @@ class ProjectReconciler:
         live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
         if live is None or not manifests.contains(live, manifest):
             live = ctx.kube.apply(KPACK_IMAGE, manifest)
+            metrics.count_build(outcome="started")
         return self.kpack.result(live)
 
     def _registry_credentials(self, registry: JSON) -> Any:
@@ -665,6 +669,18 @@ def environment_manifest(
             "secretRefs": [{"name": s["name"]} for s in secret_refs],
         },
     }
+
+
+def _count_build_outcome(draft: StatusDraft) -> None:
+    """A build outcome counts once: when the BuildSucceeded condition turns to it."""
+    new = next((c for c in draft.conditions if c["type"] == "BuildSucceeded"), None)
+    old = next((c for c in draft.old.get("conditions", []) if c["type"] == "BuildSucceeded"), None)
+    if new is None or (old is not None and old.get("message") == new.get("message")):
+        return
+    if new["status"] == "True":
+        metrics.count_build(outcome="succeeded")
+    elif new["status"] == "False":
+        metrics.count_build(outcome="failed")
 
 
 def _same_but_poll_time(status: JSON, old: JSON) -> bool:
