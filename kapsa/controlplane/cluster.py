@@ -261,7 +261,7 @@ class ControlPlane:
             f"--secure-port={self._apiserver_port}",
             "--bind-address=127.0.0.1",
             "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-cluster-ip-range=10.0.0.0/16",
             f"--token-auth-file={self.workdir / 'tokens.csv'}",
             "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",

@@ -64,7 +64,7 @@ def load_configuration(kubeconfig: str | None = None) -> Configuration:
 class Kube:
     """JSON over HTTPS to one API server, with a request counter for the benchmarks."""
 
-    def __init__(self, configuration: Configuration, *, qps_pool: int = 8) -> None:
+    def __init__(self, configuration: Configuration, *, qps_pool: int = 32) -> None:
         self.host = configuration.host.rstrip("/")
         self._headers: dict[str, str] = {"Accept": "application/json"}
         token = configuration.api_key.get("authorization") or configuration.api_key.get(

@@ -142,7 +142,8 @@ class EnvironmentReconciler:
             blocked, blocked_message = "DomainPoolNotFound", f"DomainPool {pool_name} not found"
         else:
             host = f"{meta['name']}.{project['metadata']['name']}.{pool['spec']['baseDomain']}"
-            holder = self._host_holder(host, env)
+            # Allocated once: the scan over every Environment runs only for a new host.
+            holder = None if old.get("host") == host else self._host_holder(host, env)
             if holder:
                 blocked, blocked_message = "HostConflict", f"host {host} is taken by {holder}"
                 host = None
