@@ -450,7 +450,9 @@ class ProjectReconciler:
                 url,
                 commit,
                 dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
-                credentials=None,
+                credentials=Sources.credentials(
+                    self.ctx, project["spec"]["source"]["git"].get("secretRef")
+                ),
                 cache_dir=self.ctx.settings.git_cache,
                 timeout=self.ctx.settings.git_timeout,
             )

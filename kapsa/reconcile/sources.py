@@ -58,7 +58,7 @@ class Sources:
                 allow_insecure=ctx.settings.allow_insecure_sources,
                 allow_private_hosts=ctx.settings.allow_private_hosts,
             )
-            credentials = self._credentials(ctx, git.get("secretRef"))
+            credentials = self.credentials(ctx, git.get("secretRef"))
             heads = list_branches(url, credentials=credentials, timeout=ctx.settings.git_timeout)
         except KapsaError as error:
             with self._lock:
@@ -84,7 +84,8 @@ class Sources:
         return snapshot, changed
 
     @staticmethod
-    def _credentials(ctx: Context, ref: JSON | None) -> GitCredentials | None:
+    def credentials(ctx: Context, ref: JSON | None) -> GitCredentials | None:
+        """The repository's credentials, read from the referenced Secret each time."""
         if not ref:
             return None
         namespace = ref.get("namespace") or ctx.settings.namespace
