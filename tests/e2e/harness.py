@@ -53,6 +53,7 @@ class OperatorProcess(stack.OperatorProcess):
             timeout=30,
             message="the operator's HTTP port in its log",
         )
+        assert match is not None
         return f"http://127.0.0.1:{match.group(1)}"
 
 
