@@ -8,6 +8,8 @@ would write, and nothing else. Kapsa itself runs unchanged against them.
 - `KubeletSimulator` plays the deployment controller and the kubelet: it reports a Deployment's
   pods as updated, ready and available.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
+- `JobSimulator` plays the Job controller running a Dockerfile build: it pushes a tiny real image
+  to the Job's destination tag and marks the Job Complete (or Failed).
 
 `CommitMessageFailPolicy` decides which simulated builds fail, so a demo or a test can break a
 build the way a developer does: by pushing a commit.
@@ -19,11 +21,12 @@ import logging
 import subprocess
 import threading
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from kapsa.k8s.client import JSON, ApiError, Kube
 from kapsa.k8s.informer import Informer
-from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, KPACK_IMAGE, ResourceType
+from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, JOB, KPACK_IMAGE, ResourceType
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 
@@ -86,6 +89,11 @@ class CommitMessageFailPolicy:
 
     def __call__(self, image: JSON) -> str | None:
         source = image["spec"]["source"]["git"]
+        return self.fails(url=source["url"], revision=source["revision"])
+
+    def fails(self, *, url: str, revision: str) -> str | None:
+        """The failure the commit asks for, or None for a build that succeeds."""
+        source = {"url": url, "revision": revision}
         name = source["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         done = subprocess.run(
             [
@@ -240,5 +248,63 @@ class CertManagerSimulator(_Simulator):
                         "observedGeneration": generation,
                     }
                 ]
+            },
+        )
+
+
+class JobSimulator(_Simulator):
+    """A Dockerfile build Job, simulated: the image it would push is pushed, then Complete.
+
+    `fail(url=..., revision=...)` returns a failure message or None, as for kpack.
+    """
+
+    resource = JOB
+
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        registry: RegistryServer,
+        fail: Callable[..., str | None] | None = None,
+    ) -> None:
+        super().__init__(kube)
+        self.registry = registry
+        self.fail = fail or (lambda **_: None)
+
+    def handle(self, obj: JSON) -> None:
+        if (obj.get("status") or {}).get("conditions"):
+            return
+        args = obj["spec"]["template"]["spec"]["containers"][0].get("args", [])
+        flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+        if "destination" not in flags or "context" not in flags:
+            return
+        url, _, revision = flags["context"].partition("#")
+        failure = self.fail(url=url, revision=revision)
+        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if failure:
+            condition = {
+                "type": "Failed",
+                "status": "True",
+                "reason": "BackoffLimitExceeded",
+                "message": failure,
+            }
+            counts = {"failed": 1}
+        else:
+            reference, _, tag = flags["destination"].rpartition(":")
+            self.registry.put_image(repository=reference.split("/", 1)[1], tag=tag)
+            condition = {
+                "type": "Complete",
+                "status": "True",
+                "reason": "Completed",
+                "message": "simulated",
+            }
+            counts = {"succeeded": 1}
+        self._put_status(
+            obj,
+            {
+                "conditions": [{**condition, "lastTransitionTime": stamp}],
+                "startTime": stamp,
+                "completionTime": stamp,
+                **counts,
             },
         )

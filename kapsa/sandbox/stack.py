@@ -40,7 +40,7 @@ from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.simulators import (
     CertManagerSimulator,
     CommitMessageFailPolicy,
-    FailPolicy,
+    JobSimulator,
     KpackSimulator,
     KubeletSimulator,
 )
@@ -257,16 +257,17 @@ def start_simulators(
     kube: Kube,
     *,
     registry_server: RegistryServer,
-    fail: FailPolicy | None = None,
+    fail: CommitMessageFailPolicy | None = None,
     never_ready: Callable[[JSON], bool] | None = None,
-) -> tuple[KpackSimulator, KubeletSimulator, CertManagerSimulator]:
-    """The SIMULATORS of kpack, the kubelet and cert-manager, watching the API server."""
+) -> tuple[KpackSimulator, KubeletSimulator, CertManagerSimulator, JobSimulator]:
+    """The SIMULATORS of kpack, the kubelet, cert-manager and Dockerfile build Jobs."""
     kpack = KpackSimulator(kube, registry=registry_server, fail=fail)
     kubelet = KubeletSimulator(kube, never_ready=never_ready)
     cert_manager = CertManagerSimulator(kube)
-    for simulator in (kpack, kubelet, cert_manager):
+    jobs = JobSimulator(kube, registry=registry_server, fail=fail.fails if fail else None)
+    for simulator in (kpack, kubelet, cert_manager, jobs):
         simulator.start()
-    return kpack, kubelet, cert_manager
+    return kpack, kubelet, cert_manager, jobs
 
 
 # -- the sample application ----------------------------------------------------------------------
@@ -627,7 +628,9 @@ class Stack:
         self.registry_server: RegistryServer | None = None
         self.kube: Kube | None = None
         self.platform: Platform | None = None
-        self.simulators: list[KpackSimulator | KubeletSimulator | CertManagerSimulator] = []
+        self.simulators: list[
+            KpackSimulator | KubeletSimulator | CertManagerSimulator | JobSimulator
+        ] = []
         self.operator: OperatorProcess | None = None
         self.project: JSON | None = None
 

@@ -61,11 +61,11 @@ def platform(
     names = stack.apply_platform(control_plane, registry_server)
     assert names.registry == REGISTRY
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
-    kpack, kubelet, cert_manager = stack.start_simulators(
+    kpack, kubelet, cert_manager, jobs = stack.start_simulators(
         kube, registry_server=registry_server, fail=build_policy, never_ready=readiness_policy
     )
     yield Platform(kube=kube, kpack=kpack, kubelet=kubelet, names=names)
-    for simulator in (kpack, kubelet, cert_manager):
+    for simulator in (kpack, kubelet, cert_manager, jobs):
         simulator.stop()
 
 
