@@ -30,6 +30,8 @@ class BuildRequest:
     builder_kind: str = "ClusterBuilder"
     builder_name: str = "default"
     dockerfile: str = "Dockerfile"
+    git_secret: str | None = None
+    """A Secret in the namespace with the repository's credentials, for private repositories."""
     labels: dict[str, str] = field(default_factory=dict)
 
 

@@ -57,6 +57,8 @@ class DockerfileBuilder:
                                     f"--dockerfile={request.dockerfile}",
                                     f"--destination={request.tag}",
                                 ],
+                                # kaniko clones a private git context with these.
+                                "env": _git_credentials_env(request.git_secret),
                             }
                         ],
                     }
@@ -81,3 +83,12 @@ class DockerfileBuilder:
                     message=condition.get("message") or condition.get("reason") or "build failed",
                 )
         return BuildResult(state=BuildState.RUNNING, commit=commit)
+
+
+def _git_credentials_env(secret: str | None) -> list[dict[str, Any]]:
+    if secret is None:
+        return []
+    return [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+        for env, key in (("GIT_USERNAME", "username"), ("GIT_PASSWORD", "password"))
+    ]

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import fnmatch
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 from kapsa.api.naming import preview_slug
-from kapsa.build import BuildRequest, BuildResult
+from kapsa.build import BuildRequest
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON
 from kapsa.k8s.resources import ENVIRONMENT, KPACK_IMAGE
 from kapsa.machines import BuildState
+from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context
 from kapsa.reconcile.recorder import emit_event
@@ -28,27 +29,6 @@ from kapsa.reconcile.sources import Snapshot
 log = logging.getLogger(__name__)
 
 TTL_EXPIRED = "TTLExpired"
-
-
-class Builds(Protocol):
-    def build_request(
-        self,
-        obj: JSON,
-        *,
-        registry: JSON,
-        namespace: str,
-        url: str,
-        branch: str,
-        commit: str,
-        preview: bool = False,
-        branch_slug: str | None = None,
-    ) -> BuildRequest: ...
-
-    def ensure_build(
-        self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
-    ) -> BuildResult: ...
-
-    def object_name(self, request: BuildRequest) -> str: ...
 
 
 def matches(branch: str, *, include: list[str], exclude: list[str]) -> bool:

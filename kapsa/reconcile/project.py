@@ -6,29 +6,21 @@ writes only what differs, and lets the machine decide the phase from what it obs
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
 
 from kapsa import metrics
-from kapsa.api.naming import image_tag, slug
-from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
-from kapsa.errors import KapsaError, SourceError, UnsafeURLError
-from kapsa.git.strategy import detect_strategy
+from kapsa.build import BuildResult
+from kapsa.errors import SourceError, UnsafeURLError
 from kapsa.git.urls import validate_url
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import (
     ENVIRONMENT,
-    JOB,
-    KPACK_IMAGE,
     NAMESPACE,
     PROJECT,
     REGISTRY,
-    SECRET,
-    SERVICE_ACCOUNT,
 )
 from kapsa.machines import (
     DELETED,
@@ -37,8 +29,10 @@ from kapsa.machines import (
     Transition,
     decide_project,
 )
+from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
+from kapsa.reconcile.identity import BuildIdentity
 from kapsa.reconcile.previews import PreviewReconciler
 from kapsa.reconcile.recorder import (
     LedgerCatchUp,
@@ -47,15 +41,10 @@ from kapsa.reconcile.recorder import (
     write_status,
 )
 from kapsa.reconcile.sources import Snapshot, Sources
-from kapsa.registry.credentials import credentials_from_secret
-from kapsa.registry.digest import resolve_digest
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "kapsa.io/ledger"
-BUILDER_SA = "kapsa-builder"
-REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
-ANNOTATION_REBUILD = "kapsa.io/rebuild"
 
 
 @dataclass(frozen=True)
@@ -68,12 +57,10 @@ class ProjectReconciler:
         self.ctx = ctx
         self.sources = sources
         self.catch_up = catch_up
-        self.kpack = KpackBuilder()
-        self.dockerfile = DockerfileBuilder()
-        self._strategies: dict[tuple[str, str], str] = {}
-        self._identity_done: dict[str, str] = {}
+        self.builds = Builds(ctx)
+        self.identity = BuildIdentity(ctx)
         self.previews = PreviewReconciler(
-            ctx, builds=self, environment_manifest=environment_manifest
+            ctx, builds=self.builds, environment_manifest=environment_manifest
         )
 
     # -- entry ---------------------------------------------------------------------------------
@@ -201,7 +188,7 @@ class ProjectReconciler:
                 "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
             )
             return None
-        self._ensure_build_identity(obj, namespace, registry)
+        self.identity.ensure(obj, namespace=namespace, registry=registry)
         return registry
 
     def _snapshot(self, obj: JSON, draft: StatusDraft) -> Snapshot:
@@ -239,9 +226,10 @@ class ProjectReconciler:
             if head is None:
                 continue
             entry["commit"] = head
-            result = self._ensure_build(
+            request = self.builds.build_request(
                 obj, registry=registry, namespace=namespace, url=url, branch=branch, commit=head
             )
+            result = self.builds.ensure_build(obj, registry=registry, request=request, url=url)
             results[branch] = result
             if result.state == BuildState.SUCCEEDED and result.commit == head and result.image:
                 entry["builtCommit"] = head
@@ -387,215 +375,6 @@ class ProjectReconciler:
             return f"{owners[0]['kind']} {owners[0]['name']}"
         return "no Project (created outside Kapsa)"
 
-    def _ensure_build_identity(self, obj: JSON, namespace: str, registry: JSON) -> None:
-        """A copy of the registry's push Secret in the namespace, and the builder ServiceAccount.
-
-        Only the Secret's reference travels through Kapsa's objects; the copy is a Kubernetes
-        Secret owned by the Project, refreshed when the source Secret changes.
-        """
-        ctx = self.ctx
-        ref = registry["spec"]["credentialsSecretRef"]
-        source = ctx.secret(ref["name"], ref.get("namespace"))
-        fingerprint = source["metadata"]["resourceVersion"] if source else "missing"
-        key = f"{obj['metadata']['uid']}/{fingerprint}"
-        if self._identity_done.get(namespace) == key and ctx.caches[SERVICE_ACCOUNT].get(
-            BUILDER_SA, namespace
-        ):
-            return
-        owner = manifests.owner_reference(obj)
-        if source is not None:
-            data = source.get("data") or {}
-            if source.get("type") != "kubernetes.io/dockerconfigjson":
-                data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
-            ctx.kube.apply(
-                SECRET,
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "type": "kubernetes.io/dockerconfigjson",
-                    "metadata": {
-                        "name": REGISTRY_SECRET,
-                        "namespace": namespace,
-                        "labels": {manifests.LABEL_MANAGED: "kapsa"},
-                        "annotations": {"kpack.io/docker": registry["spec"]["server"]},
-                        "ownerReferences": [owner],
-                    },
-                    "data": data,
-                },
-            )
-        ctx.kube.apply(
-            SERVICE_ACCOUNT,
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {
-                    "name": BUILDER_SA,
-                    "namespace": namespace,
-                    "labels": {manifests.LABEL_MANAGED: "kapsa"},
-                    "ownerReferences": [owner],
-                },
-                "secrets": [{"name": REGISTRY_SECRET}],
-                "imagePullSecrets": [{"name": REGISTRY_SECRET}],
-            },
-        )
-        self._identity_done[namespace] = key
-
-    def strategy(self, *, project: JSON, url: str, commit: str) -> str:
-        wanted = project["spec"]["build"].get("strategy", "auto")
-        if wanted != "auto":
-            return str(wanted)
-        key = (url, commit)
-        if key not in self._strategies:
-            self._strategies[key] = detect_strategy(
-                url,
-                commit,
-                dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
-                credentials=Sources.credentials(
-                    self.ctx, project["spec"]["source"]["git"].get("secretRef")
-                ),
-                cache_dir=self.ctx.settings.git_cache,
-                timeout=self.ctx.settings.git_timeout,
-            )
-        return self._strategies[key]
-
-    def build_request(
-        self,
-        obj: JSON,
-        *,
-        registry: JSON,
-        namespace: str,
-        url: str,
-        branch: str,
-        commit: str,
-        preview: bool = False,
-        branch_slug: str | None = None,
-    ) -> BuildRequest:
-        spec = obj["spec"]
-        server = registry["spec"]["server"]
-        repository = spec["build"]["repository"]
-        the_slug = branch_slug or slug(branch) or "branch"
-        return BuildRequest(
-            project=obj["metadata"]["name"],
-            namespace=namespace,
-            branch=branch,
-            branch_slug=the_slug,
-            commit=commit,
-            git_url=url,
-            tag=image_tag(
-                server=server,
-                repository=repository,
-                commit=commit,
-                branch_slug=the_slug if preview else None,
-            ),
-            repository_ref=f"{server}/{repository}",
-            service_account=BUILDER_SA,
-            owner=manifests.owner_reference(obj),
-            preview=preview,
-            trigger=obj["metadata"].get("annotations", {}).get(ANNOTATION_REBUILD),
-            builder_kind=spec["build"].get("builder", {}).get("kind", "ClusterBuilder"),
-            builder_name=spec["build"].get("builder", {}).get("name", "default"),
-            dockerfile=spec["build"].get("dockerfile", "Dockerfile"),
-            labels={
-                manifests.LABEL_PROJECT: obj["metadata"]["name"],
-                manifests.LABEL_BRANCH: the_slug,
-                manifests.LABEL_MANAGED: "kapsa",
-            },
-        )
-
-    def _ensure_build(
-        self,
-        obj: JSON,
-        *,
-        registry: JSON,
-        namespace: str,
-        url: str,
-        branch: str,
-        commit: str,
-        preview: bool = False,
-        branch_slug: str | None = None,
-    ) -> BuildResult:
-        request = self.build_request(
-            obj,
-            registry=registry,
-            namespace=namespace,
-            url=url,
-            branch=branch,
-            commit=commit,
-            preview=preview,
-            branch_slug=branch_slug,
-        )
-        return self.ensure_build(obj, registry=registry, request=request, url=url)
-
-    def object_name(self, request: BuildRequest) -> str:
-        """The build object's name; kpack's, since previews always have one Image per branch."""
-        return self.kpack.object_name(request)
-
-    def ensure_build(
-        self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
-    ) -> BuildResult:
-        """Apply the build object if it is not what it should be; read its result."""
-        ctx = self.ctx
-        try:
-            strategy = self.strategy(project=obj, url=url, commit=request.commit)
-        except KapsaError as error:
-            return BuildResult(
-                state=BuildState.FAILED,
-                commit=request.commit,
-                message=f"could not read the commit: {error}",
-            )
-        if strategy == "dockerfile":
-            manifest = self.dockerfile.manifest(request)
-            informer = ctx.caches[JOB]
-            live = informer.get(manifest["metadata"]["name"], request.namespace)
-            if live is None:
-                try:
-                    live = ctx.kube.create(JOB, manifest)
-                    metrics.count_build(outcome="started")
-                except ApiError as error:
-                    if error.status != 409:
-                        raise
-                    live = ctx.kube.get(
-                        JOB, manifest["metadata"]["name"], namespace=request.namespace
-                    )
-            result = self.dockerfile.result(live)
-            if result.state == BuildState.SUCCEEDED:
-                digest = resolve_digest(
-                    server=registry["spec"]["server"],
-                    repository=obj["spec"]["build"]["repository"],
-                    reference=request.tag.rsplit(":", 1)[1],
-                    credentials=self._registry_credentials(registry),
-                    insecure=bool(registry["spec"].get("insecure")),
-                    ca_bundle=ctx.settings.registry_ca_bundle,
-                )
-                if digest is None:
-                    return BuildResult(
-                        state=BuildState.FAILED,
-                        commit=request.commit,
-                        message=f"the build finished but {request.tag} is not in the registry",
-                    )
-                return BuildResult(
-                    state=BuildState.SUCCEEDED,
-                    commit=request.commit,
-                    image=f"{request.repository_ref}@{digest}",
-                )
-            return result
-        manifest = self.kpack.manifest(request)
-        live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
-        if live is None or not manifests.contains(live, manifest):
-            live = ctx.kube.apply(KPACK_IMAGE, manifest)
-            metrics.count_build(outcome="started")
-        return self.kpack.result(live)
-
-    def _registry_credentials(self, registry: JSON) -> Any:
-        ref = registry["spec"]["credentialsSecretRef"]
-        secret = self.ctx.secret(ref["name"], ref.get("namespace"))
-        if secret is None:
-            return None
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        return credentials_from_secret(
-            secret_type=secret.get("type", ""), data=data, server=registry["spec"]["server"]
-        )
-
     def _ensure_environments(
         self, obj: JSON, namespace: str, *, ready_branches: set[str]
     ) -> list[JSON]:
@@ -738,15 +517,3 @@ def _owned_by(obj: JSON, owner: JSON) -> bool:
         ref.get("uid") == owner["metadata"]["uid"]
         for ref in obj["metadata"].get("ownerReferences") or []
     )
-
-
-def _dockerconfig_from_basic(registry: JSON, data: dict[str, str]) -> str:
-    user = base64.b64decode(data.get("username", "")).decode()
-    password = base64.b64decode(data.get("password", "")).decode()
-    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-    config = {
-        "auths": {
-            registry["spec"]["server"]: {"username": user, "password": password, "auth": auth}
-        }
-    }
-    return base64.b64encode(json.dumps(config).encode()).decode()

@@ -8,7 +8,6 @@ registry (is it still there), so kubectl users meet the same checks as the comma
 
 from __future__ import annotations
 
-import base64
 import math
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,9 +21,10 @@ from kapsa.ledger.deployments import deployments_from
 from kapsa.machines import Transition
 from kapsa.machines.base import format_duration
 from kapsa.machines.environment import AUTO_ROLLBACK, PROMOTION, ROLLBACK
+from kapsa.reconcile.builds import registry_credentials
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.recorder import emit_event
-from kapsa.registry import credentials_from_secret, image_exists
+from kapsa.registry import image_exists
 
 
 class Releases:
@@ -295,14 +295,7 @@ class Releases:
         name, _, digest = image.partition("@")
         if not digest or not name.startswith(server + "/"):
             return f"{image} is not an image of Registry {registry_name} ({server})"
-        ref = registry["spec"].get("credentialsSecretRef") or {}
-        secret = ctx.secret(ref["name"], ref.get("namespace")) if ref.get("name") else None
-        credentials = None
-        if secret is not None:
-            data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-            credentials = credentials_from_secret(
-                secret_type=secret.get("type", ""), data=data, server=server
-            )
+        credentials = registry_credentials(ctx, registry)
         try:
             found = image_exists(
                 server=server,

@@ -107,6 +107,15 @@ def test_a_private_repository_deploys_and_a_wrong_password_only_stops_the_polls(
         seen = [status for _, path, status in git_http.requests() if path.startswith(f"/{name}.")]
         assert 401 in seen
         assert 200 in seen
+        # Builds clone with a copy of the credentials in the Project's namespace, found by
+        # kpack through its annotation and the builder ServiceAccount.
+        copied = get(control_plane, "-n", name, "secret", "kapsa-git")
+        assert (
+            copied["metadata"]["annotations"]["kpack.io/git"]
+            == git_http.url_for(name).rsplit("/", 1)[0]
+        )
+        builder = get(control_plane, "-n", name, "serviceaccount", "kapsa-builder")
+        assert {"name": "kapsa-git"} in builder["secrets"]
         dev = get(control_plane, "-n", name, "environment", "dev")
         image = dev["status"]["image"]
         assert image

@@ -1,0 +1,174 @@
+"""Builds: from (branch, commit) to a build object, and from its status to an image.
+
+The strategy is chosen per commit (a Dockerfile there means the Dockerfile builder, otherwise
+buildpacks through kpack), remembered, and the build object is applied only when it is not
+already what it should be, so a reconcile in which nothing changed writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+
+from kapsa import metrics
+from kapsa.api.naming import image_tag, slug
+from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
+from kapsa.errors import KapsaError
+from kapsa.git.strategy import detect_strategy
+from kapsa.k8s import manifests
+from kapsa.k8s.client import JSON, ApiError
+from kapsa.k8s.resources import JOB, KPACK_IMAGE
+from kapsa.machines import BuildState
+from kapsa.reconcile.context import Context
+from kapsa.reconcile.sources import Sources
+from kapsa.registry import RegistryCredentials
+from kapsa.registry.credentials import credentials_from_secret
+from kapsa.registry.digest import resolve_digest
+
+BUILDER_SA = "kapsa-builder"
+#: The copy of a private repository's credentials that builds read (see identity.py).
+GIT_SECRET = "kapsa-git"  # noqa: S105 (a Secret's name, not a password)
+ANNOTATION_REBUILD = "kapsa.io/rebuild"
+
+
+def registry_credentials(ctx: Context, registry: JSON) -> RegistryCredentials | None:
+    """The push credentials of a Registry, read from its Secret (never copied into status)."""
+    ref = registry["spec"].get("credentialsSecretRef") or {}
+    secret = ctx.secret(ref["name"], ref.get("namespace")) if ref.get("name") else None
+    if secret is None:
+        return None
+    data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
+    return credentials_from_secret(
+        secret_type=secret.get("type", ""), data=data, server=registry["spec"]["server"]
+    )
+
+
+class Builds:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.kpack = KpackBuilder()
+        self.dockerfile = DockerfileBuilder()
+        self._strategies: dict[tuple[str, str], str] = {}
+
+    def strategy(self, *, project: JSON, url: str, commit: str) -> str:
+        wanted = project["spec"]["build"].get("strategy", "auto")
+        if wanted != "auto":
+            return str(wanted)
+        key = (url, commit)
+        if key not in self._strategies:
+            self._strategies[key] = detect_strategy(
+                url,
+                commit,
+                dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
+                credentials=Sources.credentials(
+                    self.ctx, project["spec"]["source"]["git"].get("secretRef")
+                ),
+                cache_dir=self.ctx.settings.git_cache,
+                timeout=self.ctx.settings.git_timeout,
+            )
+        return self._strategies[key]
+
+    def build_request(
+        self,
+        obj: JSON,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        branch: str,
+        commit: str,
+        preview: bool = False,
+        branch_slug: str | None = None,
+    ) -> BuildRequest:
+        spec = obj["spec"]
+        server = registry["spec"]["server"]
+        repository = spec["build"]["repository"]
+        the_slug = branch_slug or slug(branch) or "branch"
+        return BuildRequest(
+            project=obj["metadata"]["name"],
+            namespace=namespace,
+            branch=branch,
+            branch_slug=the_slug,
+            commit=commit,
+            git_url=url,
+            tag=image_tag(
+                server=server,
+                repository=repository,
+                commit=commit,
+                branch_slug=the_slug if preview else None,
+            ),
+            repository_ref=f"{server}/{repository}",
+            service_account=BUILDER_SA,
+            owner=manifests.owner_reference(obj),
+            preview=preview,
+            trigger=obj["metadata"].get("annotations", {}).get(ANNOTATION_REBUILD),
+            builder_kind=spec["build"].get("builder", {}).get("kind", "ClusterBuilder"),
+            builder_name=spec["build"].get("builder", {}).get("name", "default"),
+            dockerfile=spec["build"].get("dockerfile", "Dockerfile"),
+            git_secret=GIT_SECRET if spec["source"]["git"].get("secretRef") else None,
+            labels={
+                manifests.LABEL_PROJECT: obj["metadata"]["name"],
+                manifests.LABEL_BRANCH: the_slug,
+                manifests.LABEL_MANAGED: "kapsa",
+            },
+        )
+
+    def object_name(self, request: BuildRequest) -> str:
+        """The build object's name; kpack's, since previews always have one Image per branch."""
+        return self.kpack.object_name(request)
+
+    def ensure_build(
+        self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
+    ) -> BuildResult:
+        """Apply the build object if it is not what it should be; read its result."""
+        ctx = self.ctx
+        try:
+            strategy = self.strategy(project=obj, url=url, commit=request.commit)
+        except KapsaError as error:
+            return BuildResult(
+                state=BuildState.FAILED,
+                commit=request.commit,
+                message=f"could not read the commit: {error}",
+            )
+        if strategy == "dockerfile":
+            manifest = self.dockerfile.manifest(request)
+            informer = ctx.caches[JOB]
+            live = informer.get(manifest["metadata"]["name"], request.namespace)
+            if live is None:
+                try:
+                    live = ctx.kube.create(JOB, manifest)
+                    metrics.count_build(outcome="started")
+                except ApiError as error:
+                    if error.status != 409:
+                        raise
+                    live = ctx.kube.get(
+                        JOB, manifest["metadata"]["name"], namespace=request.namespace
+                    )
+            result = self.dockerfile.result(live)
+            if result.state == BuildState.SUCCEEDED:
+                digest = resolve_digest(
+                    server=registry["spec"]["server"],
+                    repository=obj["spec"]["build"]["repository"],
+                    reference=request.tag.rsplit(":", 1)[1],
+                    credentials=registry_credentials(ctx, registry),
+                    allow_private_hosts=ctx.settings.allow_private_hosts,
+                    insecure=bool(registry["spec"].get("insecure")),
+                    ca_bundle=ctx.settings.registry_ca_bundle,
+                )
+                if digest is None:
+                    return BuildResult(
+                        state=BuildState.FAILED,
+                        commit=request.commit,
+                        message=f"the build finished but {request.tag} is not in the registry",
+                    )
+                return BuildResult(
+                    state=BuildState.SUCCEEDED,
+                    commit=request.commit,
+                    image=f"{request.repository_ref}@{digest}",
+                )
+            return result
+        manifest = self.kpack.manifest(request)
+        live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
+        if live is None or not manifests.contains(live, manifest):
+            live = ctx.kube.apply(KPACK_IMAGE, manifest)
+            metrics.count_build(outcome="started")
+        return self.kpack.result(live)

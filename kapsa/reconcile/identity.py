@@ -1,0 +1,134 @@
+"""The identity builds run as in a Project's namespace: a ServiceAccount and copies of Secrets.
+
+kpack and the Dockerfile Job read credentials from Secrets in their own namespace, so Kapsa keeps
+copies there, owned by the Project (deleted with it) and refreshed when the source changes: the
+registry's push credentials (annotated `kpack.io/docker`) and, for a private repository, its git
+credentials (annotated `kpack.io/git`). Kapsa's own objects only ever hold the references.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from urllib.parse import urlsplit
+
+from kapsa.k8s import manifests
+from kapsa.k8s.client import JSON
+from kapsa.k8s.resources import SECRET, SERVICE_ACCOUNT
+from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET
+from kapsa.reconcile.context import Context
+
+REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
+
+
+class BuildIdentity:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self._done: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def ensure(self, project: JSON, *, namespace: str, registry: JSON) -> None:
+        """Apply the copies and the ServiceAccount, unless nothing changed since last time."""
+        ctx = self.ctx
+        ref = registry["spec"]["credentialsSecretRef"]
+        push = ctx.secret(ref["name"], ref.get("namespace"))
+        git_ref = project["spec"]["source"]["git"].get("secretRef")
+        git = ctx.secret(git_ref["name"], git_ref.get("namespace")) if git_ref else None
+        key = "/".join([project["metadata"]["uid"], *(_version(s) for s in (push, git))])
+        with self._lock:
+            if self._done.get(namespace) == key and ctx.caches[SERVICE_ACCOUNT].get(
+                BUILDER_SA, namespace
+            ):
+                return
+        owner = manifests.owner_reference(project)
+        secrets = []
+        if push is not None:
+            data = push.get("data") or {}
+            if push.get("type") != "kubernetes.io/dockerconfigjson":
+                data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
+            server = registry["spec"]["server"]
+            ctx.kube.apply(
+                SECRET,
+                _copy(
+                    REGISTRY_SECRET,
+                    namespace,
+                    owner,
+                    data=data,
+                    type_="kubernetes.io/dockerconfigjson",
+                    annotations={"kpack.io/docker": server},
+                ),
+            )
+            secrets.append(REGISTRY_SECRET)
+        if git is not None:
+            url = project["spec"]["source"]["git"]["url"]
+            ctx.kube.apply(
+                SECRET,
+                _copy(
+                    GIT_SECRET,
+                    namespace,
+                    owner,
+                    data=git.get("data") or {},
+                    type_=git.get("type", "Opaque"),
+                    annotations={"kpack.io/git": _git_origin(url)},
+                ),
+            )
+            secrets.append(GIT_SECRET)
+        ctx.kube.apply(
+            SERVICE_ACCOUNT,
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": BUILDER_SA,
+                    "namespace": namespace,
+                    "labels": {manifests.LABEL_MANAGED: "kapsa"},
+                    "ownerReferences": [owner],
+                },
+                "secrets": [{"name": s} for s in secrets],
+                "imagePullSecrets": [{"name": REGISTRY_SECRET}],
+            },
+        )
+        with self._lock:
+            self._done[namespace] = key
+
+
+def _version(secret: JSON | None) -> str:
+    return str(secret["metadata"]["resourceVersion"]) if secret else "-"
+
+
+def _copy(
+    name: str, namespace: str, owner: JSON, *, data: JSON, type_: str, annotations: dict[str, str]
+) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": type_,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {manifests.LABEL_MANAGED: "kapsa"},
+            "annotations": annotations,
+            "ownerReferences": [owner],
+        },
+        "data": data,
+    }
+
+
+def _git_origin(url: str) -> str:
+    """What kpack matches git Secrets by: `https://host` for http(s), `git@host` for ssh."""
+    if "://" not in url and "@" in url:  # scp-like: git@host:path
+        return url.split(":", 1)[0]
+    parts = urlsplit(url)
+    if parts.scheme == "ssh":
+        return f"{parts.username or 'git'}@{parts.hostname}"
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _dockerconfig_from_basic(registry: JSON, data: dict[str, str]) -> str:
+    user = base64.b64decode(data.get("username", "")).decode()
+    password = base64.b64decode(data.get("password", "")).decode()
+    auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+    server = registry["spec"]["server"]
+    config = {"auths": {server: {"username": user, "password": password, "auth": auth}}}
+    return base64.b64encode(json.dumps(config).encode()).decode()
