@@ -16,13 +16,13 @@ import ssl
 import subprocess
 from functools import cache
 from pathlib import Path
-from types import TracebackType
 
 import yaml
 
 from kapsa.controlplane.assets import Assets
 from kapsa.controlplane.process import ServerProcess, free_port
 from kapsa.errors import ControlPlaneError
+from kapsa.lifecycle import Service
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
@@ -74,7 +74,7 @@ def _http_ok(
         conn.close()
 
 
-class ControlPlane:
+class ControlPlane(Service):
     """etcd, kube-apiserver and kube-controller-manager in `workdir`, admin by bearer token.
 
     Use as a context manager, or call `start()` and `stop()`. The kubeconfig it writes works for
@@ -110,18 +110,6 @@ class ControlPlane:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
-
-    def __enter__(self) -> ControlPlane:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         if self._processes:

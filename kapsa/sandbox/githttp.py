@@ -21,10 +21,10 @@ import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import unquote, urlsplit
 
 from kapsa.errors import SourceError
+from kapsa.lifecycle import Service
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ _SERVER_CONFIG = {
 _FORWARDED_HEADERS = ("Git-Protocol", "Content-Encoding")
 
 
-class GitHttpServer:
+class GitHttpServer(Service):
     """`git http-backend` over `repos_dir` behind HTTP Basic auth, on 127.0.0.1 only."""
 
     def __init__(self, *, repos_dir: Path, username: str, password: str) -> None:
@@ -95,17 +95,6 @@ class GitHttpServer:
             self._thread.join(timeout=5)
         self._httpd = None
         self._thread = None
-
-    def __enter__(self) -> GitHttpServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- repositories ----------------------------------------------------------------------
 

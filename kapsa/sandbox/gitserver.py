@@ -16,9 +16,9 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from kapsa.errors import SourceError
+from kapsa.lifecycle import Service
 
 HEADS = "refs/heads/"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -53,7 +53,7 @@ def _accepts(port: int) -> bool:
         return False
 
 
-class GitServer:
+class GitServer(Service):
     """`git daemon` over `base_dir`, listening on 127.0.0.1 only."""
 
     def __init__(self, base_dir: Path) -> None:
@@ -121,17 +121,6 @@ class GitServer:
         if self._process is not None:
             _kill_group(self._process)
             self._process = None
-
-    def __enter__(self) -> GitServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- repositories ----------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urljoin
 
 import requests
 import yaml
 
 from kapsa.errors import RegistryError
+from kapsa.lifecycle import Service
 
 REGISTRY_BINARY = "docker-registry"
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -76,7 +76,7 @@ def _run(argv: list[str], *, what: str, stdin: str | None = None) -> str:
     return done.stdout
 
 
-class RegistryServer:
+class RegistryServer(Service):
     """One `docker-registry serve` on 127.0.0.1; storage, logins and certificates in `workdir`."""
 
     def __init__(self, *, workdir: Path, username: str, password: str, tls: bool = False) -> None:
@@ -142,17 +142,6 @@ class RegistryServer:
             popen.kill()
             popen.wait(timeout=10)
 
-    def __enter__(self) -> RegistryServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
         self._session.close()
 
     def put_image(self, *, repository: str, tag: str) -> str:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
-from types import TracebackType
 from typing import cast
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -29,6 +28,7 @@ from prometheus_client.exposition import choose_encoder
 from kapsa import metrics
 from kapsa.errors import KapsaError
 from kapsa.ledger import Ledger
+from kapsa.lifecycle import Service
 from kapsa.web.ledger_api import LedgerApi
 from kapsa.web.messages import Request, Response, error, text
 from kapsa.web.webhooks import MAX_BODY, Webhooks
@@ -215,7 +215,7 @@ class _App:
         return Response(HTTPStatus.OK, encoder(self._registry), content_type)
 
 
-class WebServer:
+class WebServer(Service):
     """The operator's HTTP server, on a background thread; dependencies come in as callables.
 
     `trigger_poll(project)` must return quickly (enqueue, do not list branches in the request),
@@ -290,15 +290,3 @@ class WebServer:
         if thread is not None:
             thread.join()
         self._server = self._thread = None
-
-    def __enter__(self) -> WebServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
