@@ -23,7 +23,7 @@ TESTS = [
     "tests/e2e/test_outages.py",
     "tests/e2e/test_fuzz.py",
 ]
-KILLS = re.compile(r"^(\S+): (\d+) kills survived, (\d+) ledger rows, (\d+) lost$", re.M)
+KILLS = re.compile(r"^\.*([a-z-]+): (\d+) kills survived, (\d+) ledger rows, (\d+) lost$", re.M)
 FUZZ = re.compile(r"generated specs: (\d+) refused by the schema, (\d+) handled", re.M)
 PASSED = re.compile(r"(\d+) passed")
 
