@@ -14,7 +14,6 @@ from kapsa.api.common import parse_duration
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import (
-    CLUSTER_ISSUER,
     DEPLOYMENT,
     DOMAIN_POOL,
     ENVIRONMENT,
@@ -467,6 +466,3 @@ def _reason(obj: JSON, type_: str) -> str:
         if entry.get("type") == type_:
             return str(entry.get("reason", ""))
     return ""
-
-
-_ = CLUSTER_ISSUER
