@@ -238,7 +238,8 @@ def _print_try(state: SandboxState, console: Console) -> None:
     ):
         console.print(f"  {command}", highlight=False, soft_wrap=True)
     console.print(
-        "[dim]kpack, the kubelet and cert-manager are SIMULATORS here: no container runs.[/]"
+        "[dim]kpack, build Jobs, the kubelet and cert-manager are SIMULATORS here: "
+        "no container runs.[/]"
     )
 
 

@@ -121,13 +121,10 @@ class EnvironmentReconciler:
             desired, desired_commit = target, old.get("targetCommit")
         else:
             desired, desired_commit = current, old.get("commit")
-        # A standard environment exists only once its branch has an image, so "no image" here
-        # means the Project's status has not reached the cache yet: wait, do not call it Building.
-        build_state = (
-            BuildState(branch.get("buildState", "None"))
-            if preview
-            else (BuildState.SUCCEEDED if built_image else BuildState.NONE)
-        )
+        # An Environment, standard or preview, exists only once its branch has an image, so "no
+        # image" here means the Project's status has not reached the cache yet: wait, do not
+        # call it Building. Later builds of the branch do not concern it until they succeed.
+        build_state = BuildState.SUCCEEDED if built_image else BuildState.NONE
 
         # Where it answers: a host from the pool, never one another environment holds.
         blocked = ""

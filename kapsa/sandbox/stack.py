@@ -680,6 +680,10 @@ class Stack:
         )
         progress("SIMULATOR kubelet: reports every Deployment's pods ready (no containers run)")
         progress("SIMULATOR cert-manager: marks every ClusterIssuer Ready")
+        progress(
+            "SIMULATOR build Jobs: a Dockerfile build pushes a tiny real image to its tag and "
+            "completes (or fails, by the same BUILD-FAILS: rule)"
+        )
 
         self.operator = OperatorProcess(
             kubeconfig=plane.kubeconfig,
