@@ -145,12 +145,15 @@ class ProjectReconciler:
         status = draft.finish()
         if transition is None and _same_but_poll_time(status, draft.old):
             return Result()  # a poll that found nothing new writes nothing
+        # A build row names the commit being built; the others what the Project now runs.
+        building = transition is not None and transition.trigger in _BUILD_TRIGGERS
+        head = branches.get(tracked[0], {}).get("commit") if tracked else None
         self._write(
             obj,
             status,
             transition,
-            commit=status.get("latestCommit"),
-            image=status.get("latestImage"),
+            commit=head if building else status.get("latestCommit"),
+            image=None if building else status.get("latestImage"),
         )
         return Result()
 
@@ -450,6 +453,9 @@ def environment_manifest(
             "secretRefs": [{"name": s["name"]} for s in secret_refs],
         },
     }
+
+
+_BUILD_TRIGGERS = ("build_started", "build_failed")
 
 
 def _count_build_outcome(draft: StatusDraft) -> None:

@@ -177,7 +177,7 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
     _deploy(control_plane, git_server, operator, name)
     good = get(control_plane, "-n", name, "environment", "dev")["status"]["image"]
 
-    git_server.commit(
+    bad = git_server.commit(
         name,
         branch="main",
         files={"app.py": "syntax error(\n"},
@@ -203,6 +203,9 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
         ("Running", "Building", "build_started"),
         ("Building", "Failed", "build_failed"),
     ]
+    failed_row = [e for e in history(operator_ledger, name) if e.trigger == "build_failed"][-1]
+    assert failed_row.commit == bad
+    assert "npm install failed" in failed_row.message
 
     fixed = git_server.commit(name, branch="main", files={"app.py": "print('fixed')\n"})
     wait_until(
