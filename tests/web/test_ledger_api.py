@@ -16,34 +16,15 @@ from typer.testing import CliRunner, Result
 from kapsa.cli import app, commands  # noqa: F401  (registers the sub-commands, as `kapsa` does)
 from kapsa.ledger import Ledger
 from kapsa.web import WebServer
-from tests.ledger._factory import entry, minutes
+from tests.ledger._factory import IMG1, IMG2, append_web_history, entry, minutes
 from tests.web.conftest import FakeOperator, serve
-
-IMG1 = "registry.local/web@sha256:1111"
-IMG2 = "registry.local/web@sha256:2222"
 
 
 @pytest.fixture
 def ledger_file(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with Ledger.open(url) as ledger:
-        ledger.append(entry(kind="Project", name="web", uid="uid-web", at=minutes(0)))
-        ledger.append(
-            entry(seq=1, to_state="Running", commit="c1" * 20, image=IMG1, at=minutes(10))
-        )
-        ledger.append(
-            entry(
-                seq=2,
-                from_state="Running",
-                to_state="Running",
-                reason="NewImage",
-                commit="c2" * 20,
-                image=IMG2,
-                at=minutes(30),
-                source="webhook",
-            )
-        )
-        ledger.append(entry(name="web-staging", uid="uid-staging", at=minutes(40)))
+        append_web_history(ledger)
         ledger.append(entry(project="other", name="other-prod", uid="uid-other", at=minutes(5)))
     yield url
 
