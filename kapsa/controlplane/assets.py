@@ -21,6 +21,8 @@ APT_PACKAGES = (
     "rsync",
     "dpkg-dev",
     "golang-github-modern-go-reflect2-dev",
+    "gcc",
+    "libc6-dev",
 )
 REFLECT2_FIXED = Path("/usr/share/gocode/src/github.com/modern-go/reflect2")
 
@@ -31,14 +33,42 @@ def _stderr(message: str) -> None:
     print(f"[kapsa control plane] {message}", file=sys.stderr, flush=True)
 
 
+#: Built from Kubernetes' source in one `make`, so the compile is paid once.
+BUILT_BINARIES = (
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kubectl",
+    "kubelet",
+    "kube-scheduler",
+    "kube-proxy",
+)
+#: The binaries a node needs beside the control plane.
+NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy")
+
+
 @dataclass(frozen=True)
 class Assets:
-    """The binaries of one control plane."""
+    """The binaries of one control plane, and of its node when present."""
 
     etcd: Path
     kube_apiserver: Path
     kube_controller_manager: Path | None
     kubectl: Path | None
+    kubelet: Path | None = None
+    kube_scheduler: Path | None = None
+    kube_proxy: Path | None = None
+    pause: Path | None = None
+
+    @property
+    def can_run_node(self) -> bool:
+        """Whether a node can run beside the control plane with these binaries."""
+        return None not in (
+            self.kube_controller_manager,
+            self.kubelet,
+            self.kube_scheduler,
+            self.kube_proxy,
+            self.pause,
+        )
 
     @classmethod
     def in_folder(cls, folder: Path) -> Assets | None:
@@ -47,13 +77,20 @@ class Assets:
         etcd = folder / "etcd"
         if not (apiserver.is_file() and etcd.exists()):
             return None
-        kcm = folder / "kube-controller-manager"
-        kubectl = folder / "kubectl"
+
+        def optional(name: str) -> Path | None:
+            path = folder / name
+            return path if path.is_file() else None
+
         return cls(
             etcd=etcd,
             kube_apiserver=apiserver,
-            kube_controller_manager=kcm if kcm.is_file() else None,
-            kubectl=kubectl if kubectl.is_file() else None,
+            kube_controller_manager=optional("kube-controller-manager"),
+            kubectl=optional("kubectl"),
+            kubelet=optional("kubelet"),
+            kube_scheduler=optional("kube-scheduler"),
+            kube_proxy=optional("kube-proxy"),
+            pause=optional("pause"),
         )
 
 
@@ -77,7 +114,7 @@ def find_or_build_assets(
             )
         return found
     found = Assets.in_folder(cache_bin(cache))
-    if found is not None:
+    if found is not None and found.can_run_node:
         return found
     if not build:
         raise ControlPlaneError(f"no control-plane binaries in {cache_bin(cache)}")
@@ -108,7 +145,7 @@ def _ensure_deb_src() -> None:
 
 
 def build_from_debian_source(*, cache: Path = DEFAULT_CACHE, progress: Progress = _stderr) -> None:
-    """Build kube-apiserver, kube-controller-manager and kubectl from Debian's source package.
+    """Build the control plane, kubectl and a node's binaries from Debian's source package.
 
     Debian ships Kubernetes 1.20 as source only; its vendored reflect2 v1.0.1 crashes under
     Go >= 1.18 on the first custom-resource request, so the fixed 1.0.2 from Debian's Go
@@ -135,7 +172,7 @@ def build_from_debian_source(*, cache: Path = DEFAULT_CACHE, progress: Progress 
     for f in REFLECT2_FIXED.iterdir():
         if f.suffix in {".go", ".s"} and not f.name.endswith("_test.go"):
             shutil.copy(f, vendored / f.name)
-    progress("4/5 compiling kube-apiserver, kube-controller-manager and kubectl (the long step)")
+    progress(f"4/5 compiling {', '.join(BUILT_BINARIES)} (the long step)")
     gopath = src / ".go"
     (gopath / "src/k8s.io").mkdir(parents=True, exist_ok=True)
     link = gopath / "src/k8s.io/kubernetes"
@@ -149,15 +186,20 @@ def build_from_debian_source(*, cache: Path = DEFAULT_CACHE, progress: Progress 
         "GOCACHE": str(cache / "gocache"),
     }
     _run(
-        ["make", "WHAT=cmd/kube-apiserver cmd/kube-controller-manager cmd/kubectl"],
+        ["make", "WHAT=" + " ".join(f"cmd/{name}" for name in BUILT_BINARIES)],
         cwd=link,
         env=env,
     )
     progress("5/5 caching the binaries")
     out = src / "_output/local/bin/linux/amd64"
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("kube-apiserver", "kube-controller-manager", "kubectl"):
+    for name in BUILT_BINARIES:
         shutil.copy2(out / name, bin_dir / name)
+    # The pod sandbox image's one binary, from the same tree: no image can be pulled here.
+    _run(
+        ["gcc", "-Os", "-static", "-o", str(bin_dir / "pause"), "build/pause/linux/pause.c"],
+        cwd=src,
+    )
     etcd = shutil.which("etcd") or "/usr/bin/etcd"
     (bin_dir / "etcd").unlink(missing_ok=True)
     (bin_dir / "etcd").symlink_to(etcd)
