@@ -13,6 +13,7 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
@@ -22,6 +23,12 @@ LAYER_TAR_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
 def sha256(data: bytes) -> str:
     return f"sha256:{hashlib.sha256(data).hexdigest()}"
+
+
+@lru_cache(maxsize=8)
+def _gzip(tar: bytes) -> bytes:
+    """Compressed once: the userland layer is the same in every image built here."""
+    return gzip.compress(tar, mtime=0)
 
 
 @dataclass
@@ -98,7 +105,7 @@ class Image:
         labels: dict[str, str] | None = None,
     ) -> Image:
         tars = [layer.tar() for layer in layers]
-        blobs = tuple(gzip.compress(tar, mtime=0) for tar in tars)
+        blobs = tuple(_gzip(tar) for tar in tars)
         config = json.dumps(
             {
                 "architecture": "amd64",
