@@ -80,7 +80,7 @@ def _problem(pod: JSON) -> PodProblem | None:
         if terminated and terminated.get("exitCode", 0) != 0:
             return PodProblem(
                 reason=terminated.get("reason") or "Error",
-                message=f"the app exited with code {terminated.get('exitCode')}",
+                message=f"the app exited (exit code {terminated.get('exitCode')})",
                 pod=name,
             )
         if state.get("running") and not container.get("ready"):
