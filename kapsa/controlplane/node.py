@@ -79,8 +79,13 @@ class _Record:
     workdir: str
 
     @property
+    def rundir(self) -> Path:
+        """Sockets and runtime state: a short path, since a unix socket's is limited to 107."""
+        return RUNS / self.netns
+
+    @property
     def runc_root(self) -> Path:
-        return Path(self.workdir) / "runc"
+        return self.rundir / "runc"
 
 
 def _kill_containers(runc_root: Path) -> None:
@@ -119,6 +124,7 @@ def _undo(record: _Record) -> None:
         _kill(netns.pids())
         time.sleep(0.2)
         netns.delete()
+    shutil.rmtree(record.rundir, ignore_errors=True)
     shutil.rmtree(Path(record.workdir) / "containerd", ignore_errors=True)
 
 
@@ -160,7 +166,7 @@ class Node:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self._record.rundir / "containerd.sock"
 
     @property
     def registry_hosts(self) -> Path:
@@ -332,11 +338,12 @@ class Node:
     def _start_containerd(self) -> None:
         root = self.workdir / "containerd"
         root.mkdir(exist_ok=True)
+        self._record.rundir.mkdir(parents=True, exist_ok=True)
         self.registry_hosts.mkdir(exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config = f"""version = 2
 root = "{root / "root"}"
-state = "{root / "state"}"
+state = "{self._record.rundir / "state"}"
 [grpc]
   address = "{self.containerd_socket}"
 [{cri}]
