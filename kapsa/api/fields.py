@@ -47,6 +47,10 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "env": [{"name": "LOG_LEVEL", "value": "info"}],
         "healthPath": "/healthz",
         "rolloutDeadline": "10m",
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
     },
     "environments": [
         {

@@ -18,8 +18,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,24 +187,6 @@ class Node:
             lines.append(f'  ca = "{ca}"')
         (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
         self.expose(port)
-
-    def fetch(self, url: str, *, timeout: float = 5.0) -> str:
-        """GET `url` from the node's network, where pod and Service addresses answer.
-
-        What a neighbour pod would see: an error says so, with the status or the reason.
-        """
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-        def get() -> str:
-            with opener.open(url, timeout=timeout) as response:
-                return str(response.read().decode(errors="replace"))
-
-        try:
-            return self.netns.call(get)
-        except urllib.error.HTTPError as error:
-            raise ControlPlaneError(f"GET {url}: {error.code} {error.reason}") from error
-        except OSError as error:
-            raise ControlPlaneError(f"GET {url}: {error}") from error
 
     def expose(self, port: int) -> None:
         """Make a host loopback port answer at the same number inside the node's namespace."""

@@ -33,10 +33,18 @@ import yaml
 
 from kapsa.api.crdgen import all_crds
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.controlplane.netns import NetworkNamespace
 from kapsa.controlplane.node import why_no_node
 from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON, Kube
-from kapsa.k8s.resources import DOMAIN_POOL, ENVIRONMENT, PROJECT, REGISTRY, ResourceType
+from kapsa.k8s.resources import (
+    DOMAIN_POOL,
+    ENVIRONMENT,
+    PROJECT,
+    REGISTRY,
+    SERVICE,
+    ResourceType,
+)
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.simulators import (
@@ -533,6 +541,8 @@ class SandboxState:
     repository: str = ""
     registry: str = ""
     log: str = ""
+    node_netns: str = ""
+    """The real node's network namespace, where the apps answer; empty when it is simulated."""
 
     @property
     def path(self) -> Path:
@@ -619,6 +629,15 @@ def observe(kube: Kube, project: str) -> ProjectView | None:
         conditions={c["type"]: c for c in status.get("conditions", [])},
         environments=environments,
     )
+
+
+def app_answer(kube: Kube, *, netns: str, namespace: str, environment: str) -> str:
+    """What an environment's app answers at `/` through its Service, as a neighbour pod sees it."""
+    service = kube.get(SERVICE, environment, namespace=namespace)
+    if service is None:
+        raise SandboxError(f"environment {environment} has no Service yet")
+    cluster_ip = service["spec"]["clusterIP"]
+    return NetworkNamespace(netns).fetch(f"http://{cluster_ip}/").strip()
 
 
 def changes(before: ProjectView | None, after: ProjectView | None) -> Iterator[str]:

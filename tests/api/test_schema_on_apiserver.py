@@ -74,6 +74,10 @@ PROJECT_SPEC: dict[str, Any] = {
         "env": [{"name": "LOG_LEVEL", "value": "debug"}],
         "healthPath": "/healthz",
         "rolloutDeadline": "15m",
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
     },
     "environments": [
         {
@@ -355,6 +359,10 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
             'spec.environments.name: Invalid value: "Dev_Env"',
         ),
         (lambda s: s["app"].update(port=0), "spec.app.port: Invalid value: 0"),
+        (
+            lambda s: s["app"]["resources"]["limits"].update(memory="1.5 GB"),
+            'spec.app.resources.limits.memory: Invalid value: "1.5 GB"',
+        ),
     ],
     ids=[
         "no-git-url",
@@ -365,6 +373,7 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "unknown-build-strategy",
         "environment-name-not-a-dns-label",
         "port-zero",
+        "memory-in-words",
     ],
 )
 def test_bad_projects_are_refused_naming_the_field(

@@ -109,7 +109,7 @@ def answer(control_plane: ControlPlane, namespace: str, service: str, path: str 
     """What an environment's app answers through its Service, from the node's own network."""
     assert control_plane.node is not None, "the suite runs a real node"
     cluster_ip = get(control_plane, "-n", namespace, "service", service)["spec"]["clusterIP"]
-    return control_plane.node.fetch(f"http://{cluster_ip}{path}")
+    return control_plane.node.netns.fetch(f"http://{cluster_ip}{path}")
 
 
 def history(ledger_url: str, project: str) -> list[Entry]:
