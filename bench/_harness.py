@@ -38,6 +38,7 @@ from kapsa.k8s.resources import DOMAIN_POOL, REGISTRY, ResourceType
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.stack import (
+    SIMULATED_CONTROLLERS,
     Platform,
     Simulators,
     apply_platform,
@@ -226,7 +227,10 @@ class Stack:
         self.workdir = workdir
         self.source = snapshot_source(workdir / "src")
         self.plane = ControlPlane(
-            assets=find_or_build_assets(), workdir=workdir / "control-plane", node=node
+            assets=find_or_build_assets(),
+            workdir=workdir / "control-plane",
+            node=node,
+            controllers_off=SIMULATED_CONTROLLERS,
         )
         self.git = GitServer(workdir / "git")
         self.registry = RegistryServer(

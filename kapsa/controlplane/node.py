@@ -6,7 +6,7 @@ the node writes to the network (the bridge, the pods' links, kube-proxy's and th
 iptables rules) stays inside a network namespace made for the run, and every mount (the pods'
 root filesystems, their Secret volumes) inside a mount namespace held by one process: stopping
 the node, or a crash and the next run's sweep, removes all of it. The recipe and its one trap
-(`restrict_oom_score_adj`) are described in docs/operations.md.
+(`restrict_oom_score_adj`) are described in docs/test-ground.md.
 """
 
 from __future__ import annotations

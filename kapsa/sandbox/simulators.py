@@ -10,8 +10,9 @@ would write, and nothing else. Kapsa itself runs unchanged against them.
   (`bench/scale.py`, machines without root or cgroups): it reports a Deployment's pods as
   updated, ready and available. Everywhere else a real node runs the pods.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
-- `JobSimulator` plays the Job controller running a Dockerfile build: it pushes a tiny real image
-  to the Job's destination tag and marks the Job Complete (or Failed).
+- `JobSimulator` plays the Job controller running a Dockerfile build: it builds the commit into
+  a runnable image (kapsa.sandbox.builds), pushes it to the Job's destination tag and marks the
+  Job Complete (or Failed).
 
 `CommitMessageFailPolicy` decides which simulated builds fail, so a demo or a test can break a
 build the way a developer does: by pushing a commit.
@@ -32,7 +33,7 @@ from kapsa.errors import BuildError
 from kapsa.k8s.client import JSON, ApiError, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, JOB, KPACK_IMAGE, ResourceType
-from kapsa.sandbox.buildpacks import image_of_commit
+from kapsa.sandbox.builds import image_of_commit
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 
@@ -306,10 +307,12 @@ class JobSimulator(Simulator):
         kube: Kube,
         *,
         registry: RegistryServer,
+        git_server: GitServer,
         fail: Callable[..., str | None] | None = None,
     ) -> None:
         super().__init__(kube)
         self.registry = registry
+        self.git_server = git_server
         self.fail = fail or (lambda **_: None)
 
     def handle(self, obj: JSON) -> None:
@@ -321,8 +324,19 @@ class JobSimulator(Simulator):
             return
         url, _, revision = flags["context"].partition("#")
         failure = self.fail(url=url, revision=revision)
+        image = None
+        if not failure:
+            try:
+                image = image_of_commit(
+                    git_dir_of(self.git_server, url),
+                    revision,
+                    labels={"io.kapsa.sandbox.source": f"{url}#{revision}"},
+                    dockerfile=flags.get("dockerfile", "Dockerfile"),
+                )
+            except BuildError as error:
+                failure = str(error)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if failure:
+        if image is None:
             condition = {
                 "type": "Failed",
                 "status": "True",
@@ -332,7 +346,7 @@ class JobSimulator(Simulator):
             counts = {"failed": 1}
         else:
             reference, _, tag = flags["destination"].rpartition(":")
-            self.registry.put_image(repository=reference.split("/", 1)[1], tag=tag)
+            self.registry.push(image, repository=reference.split("/", 1)[1], tag=tag)
             condition = {
                 "type": "Complete",
                 "status": "True",
