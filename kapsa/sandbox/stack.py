@@ -640,13 +640,32 @@ def observe(kube: Kube, project: str) -> ProjectView | None:
     )
 
 
+#: How long kube-proxy may take to follow a Service's new Endpoints.
+SETTLE_SECONDS = 10.0
+
+
 def app_answer(kube: Kube, *, netns: str, namespace: str, environment: str) -> str:
-    """What an environment's app answers at `/` through its Service, as a neighbour pod sees it."""
+    """What an environment's app answers at `/` through its Service, as a neighbour pod sees it.
+
+    Asked again for a few seconds until the answer names the commit the environment runs:
+    traffic follows the Endpoints Kapsa waited for once kube-proxy has caught up.
+    """
+    env = kube.get(ENVIRONMENT, environment, namespace=namespace) or {}
+    commit = (env.get("status") or {}).get("commit")
     service = kube.get(SERVICE, environment, namespace=namespace)
     if service is None:
         raise SandboxError(f"environment {environment} has no Service yet")
-    cluster_ip = service["spec"]["clusterIP"]
-    return NetworkNamespace(netns).fetch(f"http://{cluster_ip}/").strip()
+    url = f"http://{service['spec']['clusterIP']}/"
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        try:
+            said = NetworkNamespace(netns).fetch(url).strip()
+            if not commit or f"commit: {commit}" in said or time.monotonic() > deadline:
+                return said
+        except KapsaError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
 
 
 def changes(before: ProjectView | None, after: ProjectView | None) -> Iterator[str]:

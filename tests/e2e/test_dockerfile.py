@@ -12,12 +12,12 @@ from kapsa.sandbox.registryserver import RegistryServer
 from tests.e2e.harness import (
     SAMPLE_APP,
     OperatorProcess,
-    answer,
     condition,
     get,
     history,
     moves,
     project_yaml,
+    serves,
     status_of,
     wait_for_commit,
     wait_for_project_phase,
@@ -63,11 +63,11 @@ def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
     assert status_of(control_plane, "-n", name, "environment", "dev")["image"] == image
     deployment = get(control_plane, "-n", name, "deployment", "dev")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
-    assert answer(control_plane, name, "dev") == f"Hello from Kapsa\ncommit: {commit}\n"
+    serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {commit}\n")
 
     newer = git_server.commit(name, branch="main", files={"greeting.txt": "v2\n"})
     wait_for_commit(control_plane, name, "dev", newer, operator)
-    assert answer(control_plane, name, "dev") == f"v2\ncommit: {newer}\n"
+    serves(control_plane, name, "dev", f"v2\ncommit: {newer}\n")
     assert len(get(control_plane, "-n", name, "jobs")["items"]) == 2
     assert moves(history(operator_ledger, name), kind="Environment", name="dev")[-1] == (
         "Deploying",
