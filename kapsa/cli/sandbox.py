@@ -144,9 +144,10 @@ def _serve(folder: Path, console: Console) -> int:
         _record(stack, state)
         _wait_for_project(stack, state, console)
         state.processes = children_of(pid)
+        # Printed before the state says running: `--detach` relays the log until it does.
+        _print_try(state, console)
         state.status = "running"
         state.save()
-        _print_try(state, console)
         while True:
             time.sleep(1.0)
     except _Stop:
