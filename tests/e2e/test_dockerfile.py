@@ -27,15 +27,10 @@ from tests.waiting import wait_until
 DOCKERFILE = "FROM busybox\nCOPY . /workspace\nWORKDIR /workspace\nUSER 1000\nCMD sh serve.sh\n"
 
 
-def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
-    control_plane: ControlPlane,
-    git_server: GitServer,
-    registry_server: RegistryServer,
-    operator: OperatorProcess,
-    operator_ledger: str,
-) -> None:
-    name = "docked"
-    commit = git_server.create_repo(name, files={**SAMPLE_APP, "Dockerfile": DOCKERFILE})
+def _apply(
+    control_plane: ControlPlane, git_server: GitServer, name: str, *, dockerfile: str
+) -> str:
+    commit = git_server.create_repo(name, files={**SAMPLE_APP, "Dockerfile": dockerfile})
     control_plane.kubectl(
         "apply",
         "-f",
@@ -46,6 +41,18 @@ def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
             environments=[{"name": "dev", "branch": "main"}],
         ),
     )
+    return commit
+
+
+def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    registry_server: RegistryServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    name = "docked"
+    commit = _apply(control_plane, git_server, name, dockerfile=DOCKERFILE)
     wait_for_project_phase(control_plane, name, "Running", operator)
 
     jobs = get(control_plane, "-n", name, "jobs")["items"]
@@ -81,19 +88,7 @@ def test_an_image_that_runs_as_root_is_refused_by_the_kubelet_with_its_reason(
 ) -> None:
     """App pods run as non-root: a Dockerfile without USER fails to start, and says so."""
     name = "rooted"
-    git_server.create_repo(
-        name, files={**SAMPLE_APP, "Dockerfile": DOCKERFILE.replace("USER 1000\n", "")}
-    )
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=project_yaml(
-            name=name,
-            url=git_server.url_for(name),
-            environments=[{"name": "dev", "branch": "main"}],
-        ),
-    )
+    _apply(control_plane, git_server, name, dockerfile=DOCKERFILE.replace("USER 1000\n", ""))
 
     def ready() -> dict[str, str]:
         return condition(get(control_plane, "-n", name, "environment", "dev"), "Ready")

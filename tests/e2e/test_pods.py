@@ -60,6 +60,16 @@ def _apply(
     return commit
 
 
+def _failed_message(control_plane: ControlPlane, name: str, operator: OperatorProcess) -> str:
+    """dev's message once it left Deploying after its deadline."""
+    wait_until(
+        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed",
+        timeout=60,
+        message=lambda: "dev Failed after its deadline\n" + operator.tail(),
+    )
+    return str(status_of(control_plane, "-n", name, "environment", "dev")["message"])
+
+
 def _ready(control_plane: ControlPlane, name: str) -> dict[str, object]:
     return condition(get(control_plane, "-n", name, "environment", "dev"), "Ready")
 
@@ -164,14 +174,9 @@ def test_an_app_that_exits_at_start_reports_the_kubelets_reason(
         message=lambda: f"dev reporting the crash: {_ready(control_plane, name)}",
     )
     assert "exit code 3" in str(_ready(control_plane, name)["message"])
-    wait_until(
-        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed",
-        timeout=60,
-        message=lambda: "dev Failed after its deadline\n" + operator.tail(),
-    )
-    status = status_of(control_plane, "-n", name, "environment", "dev")
-    assert "CrashLoopBackOff" in status["message"] or "Error" in status["message"]
-    assert "exit code 3" in status["message"]
+    failed = _failed_message(control_plane, name, operator)
+    assert "CrashLoopBackOff" in failed or "Error" in failed
+    assert "exit code 3" in failed
 
 
 def test_a_probe_that_never_passes_is_reported_with_the_probes_words(
@@ -190,15 +195,7 @@ def test_a_probe_that_never_passes_is_reported_with_the_probes_words(
         message=lambda: f"dev reporting the probe: {_ready(control_plane, name)}",
     )
     assert _ready(control_plane, name)["reason"] == "Unhealthy"
-    wait_until(
-        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed",
-        timeout=60,
-        message=lambda: "dev Failed after its deadline\n" + operator.tail(),
-    )
-    assert (
-        "Readiness probe failed"
-        in status_of(control_plane, "-n", name, "environment", "dev")["message"]
-    )
+    assert "Readiness probe failed" in _failed_message(control_plane, name, operator)
 
 
 @pytest.fixture
@@ -266,9 +263,7 @@ def test_an_image_the_node_cannot_pull_is_reported_with_the_pull_error(
             registry=untrusted_registry,
         )
         wait_until(
-            lambda: (
-                _ready(control_plane, name).get("reason") in ("ErrImagePull", "ImagePullBackOff")
-            ),
+            lambda: _ready(control_plane, name).get("reason") in PULL_ERRORS,
             timeout=90,
             message=lambda: (
                 f"dev reporting the pull: {_ready(control_plane, name)}\n" + operator.tail()
@@ -276,14 +271,7 @@ def test_an_image_the_node_cannot_pull_is_reported_with_the_pull_error(
         )
         message = str(_ready(control_plane, name)["message"])
         assert tls_registry_server.server in message
-        wait_until(
-            lambda: (
-                status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed"
-            ),
-            timeout=60,
-            message=lambda: "dev Failed after its deadline\n" + operator.tail(),
-        )
-        failed = status_of(control_plane, "-n", name, "environment", "dev")["message"]
+        failed = _failed_message(control_plane, name, operator)
         assert any(reason in failed for reason in PULL_ERRORS)
         remove_all_projects(control_plane, operator)
     finally:
