@@ -27,7 +27,6 @@ Goals: (c) zero writes and zero per-object GETs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 
 from bench._harness import (
@@ -184,14 +183,23 @@ def served_pushes(s: Stack, op: OperatorChild, out: Report, *, count: int) -> No
         "-",
         input=yaml_of([project_doc(name, url=s.git.url_for(name), platform=s.platform, poll="1h")]),
     )
-    ips = {}
+    ips: dict[str, str] = {}
     deadline = time.monotonic() + 180
-    while len(ips) < len(AUTO_SYNC) and time.monotonic() < deadline:
-        for env in AUTO_SYNC:
-            service = s.kube.get(SERVICE, env, namespace=name)
-            if service is not None:
-                ips[env] = service["spec"]["clusterIP"]
+    # Timed only once the first deployment runs everywhere, as (b) does.
+    while time.monotonic() < deadline:
+        running = [
+            env
+            for env in s.kube.list(ENVIRONMENT, namespace=name).get("items", [])
+            if (env.get("status") or {}).get("phase") == "Running"
+        ]
+        if len(running) == len(ENVIRONMENTS):
+            break
         time.sleep(0.2)
+    for env in AUTO_SYNC:
+        service = s.kube.get(SERVICE, env, namespace=name)
+        if service is not None:
+            ips[env] = service["spec"]["clusterIP"]
+    op.idle()
     samples = []
     for k in range(count):
         commit = s.git.commit(
@@ -200,15 +208,19 @@ def served_pushes(s: Stack, op: OperatorChild, out: Report, *, count: int) -> No
         started = time.perf_counter()
         op.call("poll", name=name)
         waiting = dict(ips)
+        said: dict[str, str] = {}
         limit = time.monotonic() + 120
         while waiting and time.monotonic() < limit:
             for env, ip in list(waiting.items()):
-                with contextlib.suppress(ControlPlaneError):
-                    if f"commit: {commit}" in s.plane.node.netns.fetch(f"http://{ip}/", timeout=1):
-                        del waiting[env]
+                try:
+                    said[env] = s.plane.node.netns.fetch(f"http://{ip}/", timeout=1)
+                except ControlPlaneError as error:
+                    said[env] = str(error)
+                if f"commit: {commit}" in said[env]:
+                    del waiting[env]
             time.sleep(0.05)
         if waiting:
-            raise RuntimeError(f"{name}: {sorted(waiting)} not serving {commit[:7]}\n{op.tail()}")
+            raise RuntimeError(f"{name}: not serving {commit[:7]}: {said}\n{op.tail()}")
         samples.append(time.perf_counter() - started)
         print(f"  push {k}: {samples[-1]:.3f} s", flush=True)
         op.idle()
