@@ -33,7 +33,9 @@ class GitSource(Model):
     secret_ref: NamespacedRef | None = Field(
         default=None,
         description="A Secret with credentials for the repository (username/password or "
-        "ssh-privatekey). Never copied: read when Kapsa talks to the repository.",
+        "ssh-privatekey): in the Project's namespace, or shared with this Project by its owner "
+        "(annotations kapsa.io/shared-with-projects and kapsa.io/git-host). Builds get a copy "
+        "of its git keys only.",
     )
 
 
@@ -47,8 +49,9 @@ class SourceSpec(Model):
     webhook_secret_ref: NamespacedRef | None = Field(
         default=None,
         description="A Secret whose `token` key authenticates push webhooks for this Project "
-        "(GitHub/Gitea HMAC signature or GitLab token). Without it, webhooks are refused and "
-        "polling alone finds new commits.",
+        "(GitHub/Gitea HMAC signature or GitLab token), in the Project's namespace or shared "
+        "with it (annotation kapsa.io/shared-with-projects). Without it, webhooks are refused "
+        "and polling alone finds new commits.",
     )
 
 

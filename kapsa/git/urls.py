@@ -137,13 +137,23 @@ def validate_url(
     Raises SourceError, not UnsafeURLError, when the host cannot be resolved right now: a DNS
     outage must not turn a good Project into an invalid one.
     """
+    host, port = _parse(url, allow_insecure=allow_insecure)
+    if host is not None and not allow_private_hosts:
+        _check_public(url, host, port)
+    return url
+
+
+def url_host(url: str) -> str:
+    """The host `url` names, without resolving it (empty for file://); UnsafeURLError when the
+    URL cannot be parsed. Credentials are bound to this name."""
+    host, _ = _parse(url, allow_insecure=True)
+    return (host or "").lower().rstrip(".")
+
+
+def _parse(url: str, *, allow_insecure: bool) -> tuple[str | None, int | None]:
     _check_characters(url)
     scheme_match = _SCHEME_RE.match(url)
     if scheme_match is not None:
         scheme = scheme_match.group(1).lower()
-        host, port = _split_scheme(url, scheme, allow_insecure=allow_insecure)
-    else:
-        host, port = _split_scp(url), None
-    if host is not None and not allow_private_hosts:
-        _check_public(url, host, port)
-    return url
+        return _split_scheme(url, scheme, allow_insecure=allow_insecure)
+    return _split_scp(url), None

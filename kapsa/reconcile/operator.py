@@ -6,7 +6,6 @@ so a missed event is repaired by the next event or by the periodic resync.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import socket
@@ -46,6 +45,7 @@ from kapsa.reconcile.project import ProjectReconciler, Result
 from kapsa.reconcile.queue import WorkQueue
 from kapsa.reconcile.recorder import LedgerCatchUp
 from kapsa.reconcile.sources import Sources
+from kapsa.reconcile.tenancy import webhook_token
 from kapsa.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -201,12 +201,7 @@ class Operator:
     def webhook_secret(self, name: str) -> bytes | None:
         """The shared token of a Project's push webhooks, read from its Secret."""
         project = self.caches[PROJECT].get(name)
-        ref = (project or {}).get("spec", {}).get("source", {}).get("webhookSecretRef")
-        if not ref:
-            return None
-        secret = self.ctx.secret(ref["name"], ref.get("namespace"))
-        token = ((secret or {}).get("data") or {}).get("token")
-        return base64.b64decode(token).strip() if token else None
+        return webhook_token(self.ctx, project) if project is not None else None
 
     def ready(self) -> bool:
         """Caches synced, and leading or standing by for the Lease."""

@@ -29,6 +29,7 @@ from kapsa.machines import (
     Transition,
     decide_project,
 )
+from kapsa.reconcile import tenancy
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
@@ -158,7 +159,8 @@ class ProjectReconciler:
         return Result()
 
     def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
-        """The checks that stop everything: a refused URL, a foreign namespace, no Registry.
+        """The checks that stop everything: a refused URL, a foreign namespace, no Registry, a
+        Secret the Project may not use.
 
         Returns the Registry when the Project may go on.
         """
@@ -190,6 +192,11 @@ class ProjectReconciler:
             draft.condition(
                 "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
             )
+            return None
+        try:
+            tenancy.git_secret(ctx, obj)
+        except tenancy.SecretRefusedError as error:
+            draft.condition("Ready", False, error.reason, str(error))
             return None
         self.identity.ensure(obj, namespace=namespace, registry=registry)
         return registry
@@ -387,7 +394,9 @@ class ProjectReconciler:
         live = {
             e["metadata"]["name"]: e
             for e in ctx.caches[ENVIRONMENT].items(namespace=namespace)
-            if e["spec"].get("project") == name and e["spec"].get("type", "standard") == "standard"
+            if e["spec"].get("project") == name
+            and e["spec"].get("type", "standard") == "standard"
+            and (_owned_by(e, obj) or e["metadata"]["name"] in wanted)
         }
         result = []
         for env_name, template in wanted.items():
@@ -416,6 +425,7 @@ class ProjectReconciler:
             e
             for e in self.ctx.caches[ENVIRONMENT].items(namespace=namespace)
             if e["spec"].get("project") == project
+            and tenancy.environment_refusal(e, self.ctx.caches[PROJECT].get(project)) is None
         ]
 
 

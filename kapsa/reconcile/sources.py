@@ -7,18 +7,17 @@ the last good heads, never as evidence that branches are gone: a branch counts a
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from kapsa.errors import KapsaError
-from kapsa.git.credentials import GitCredentials, credentials_from_secret_data
 from kapsa.git.remote import list_branches
 from kapsa.git.urls import validate_url
 from kapsa.k8s.client import JSON
 from kapsa.reconcile.context import Context
+from kapsa.reconcile.tenancy import git_credentials
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class Sources:
                 allow_insecure=ctx.settings.allow_insecure_sources,
                 allow_private_hosts=ctx.settings.allow_private_hosts,
             )
-            credentials = self.credentials(ctx, git.get("secretRef"))
+            credentials = git_credentials(ctx, project)
             heads = list_branches(url, credentials=credentials, timeout=ctx.settings.git_timeout)
         except KapsaError as error:
             with self._lock:
@@ -82,15 +81,3 @@ class Sources:
             snapshot.ok = True
             snapshot.listed_at = ctx.now()
         return snapshot, changed
-
-    @staticmethod
-    def credentials(ctx: Context, ref: JSON | None) -> GitCredentials | None:
-        """The repository's credentials, read from the referenced Secret each time."""
-        if not ref:
-            return None
-        namespace = ref.get("namespace") or ctx.settings.namespace
-        secret = ctx.secret(ref["name"], namespace)
-        if secret is None:
-            raise KapsaError(f"git credentials Secret {namespace}/{ref['name']} not found")
-        data = {k: base64.b64decode(v) for k, v in (secret.get("data") or {}).items()}
-        return credentials_from_secret_data(data)

@@ -43,6 +43,14 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
         f"--from-literal=token={TOKEN}",
     )
     control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "annotate",
+        "secret",
+        f"{name}-hook",
+        f"kapsa.io/shared-with-projects={name}",
+    )
+    control_plane.kubectl(
         "apply",
         "-f",
         "-",

@@ -1,0 +1,250 @@
+"""Tenancy: what one team tried against another through a Kapsa they share, and why it failed.
+
+Each test starts from a Project that runs, tries an attack as a team member could (with the rights
+to create Projects, Environments and Secrets in namespaces of their own), and checks three things:
+the attack is refused with a reason on the object the attacker wrote, nothing leaks (no Secret
+copied, no ledger row, no child object), and what was running keeps running untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from kapsa.controlplane import ControlPlane
+from kapsa.sandbox.gitserver import GitServer
+from tests.e2e.harness import (
+    OperatorProcess,
+    condition,
+    get,
+    history,
+    phase_of,
+    project_yaml,
+    status_of,
+    wait_for_commit,
+    wait_for_project_phase,
+)
+from tests.waiting import wait_until
+
+APP = {"app.py": "print('hello')\n"}
+ENVS = [{"name": "dev", "branch": "main", "autoSync": True}]
+OTHER_TEAM = "team-other"
+#: A value of the other team's Secret: it must never show up anywhere the attacker can read.
+OTHER_TOKEN = "other-teams-token-0f4c1"
+
+
+@pytest.fixture
+def other_team(control_plane: ControlPlane) -> Iterator[str]:
+    """Another team's namespace, holding a Secret with a token and a TLS key."""
+    control_plane.kubectl("create", "namespace", OTHER_TEAM)
+    control_plane.kubectl(
+        "-n",
+        OTHER_TEAM,
+        "create",
+        "secret",
+        "generic",
+        "other-creds",
+        "--from-literal=username=other",
+        f"--from-literal=password={OTHER_TOKEN}",
+        "--from-literal=tls.key=PRIVATE KEY",
+    )
+    yield OTHER_TEAM
+    control_plane.kubectl("delete", "namespace", OTHER_TEAM, "--wait=false", check=False)
+
+
+def _running(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess, name: str
+) -> tuple[str, str]:
+    """A Project that runs dev; returns its commit and dev's Deployment resourceVersion."""
+    commit = git_server.create_repo(name, files=APP)
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(name=name, url=git_server.url_for(name), environments=ENVS),
+    )
+    wait_for_project_phase(control_plane, name, "Running", operator)
+    wait_for_commit(control_plane, name, "dev", commit, operator)
+    return commit, _version(control_plane, name, "deployment", "dev")
+
+
+def _version(control_plane: ControlPlane, namespace: str, *args: str) -> str:
+    return str(get(control_plane, "-n", namespace, *args)["metadata"]["resourceVersion"])
+
+
+def _assert_untouched(control_plane: ControlPlane, name: str, *, commit: str, version: str) -> None:
+    """dev still runs the same commit from the very same Deployment object."""
+    assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
+    assert status_of(control_plane, "-n", name, "environment", "dev")["commit"] == commit
+    assert _version(control_plane, name, "deployment", "dev") == version
+
+
+def _patch_project(control_plane: ControlPlane, name: str, patch: dict[str, Any]) -> int:
+    control_plane.kubectl("patch", "project", name, "--type=merge", "-p", json.dumps(patch))
+    return int(get(control_plane, "project", name)["metadata"]["generation"])
+
+
+def _refused(
+    control_plane: ControlPlane, operator: OperatorProcess, name: str, generation: int
+) -> dict[str, Any]:
+    """The Project's Ready condition once the operator answered `generation` with False."""
+
+    def answered() -> dict[str, Any] | None:
+        project = get(control_plane, "project", name)
+        ready = condition(project, "Ready")
+        if project["status"].get("observedGeneration") == generation and ready["status"] == "False":
+            return ready
+        return None
+
+    found = wait_until(answered, timeout=30, message=lambda: f"{name} refused\n{operator.tail()}")
+    assert found is not None
+    return found
+
+
+def _secret(
+    control_plane: ControlPlane, name: str, annotations: dict[str, str], **data: str
+) -> None:
+    """A Secret in kapsa-system with `data` and `annotations` (replacing any of that name)."""
+    control_plane.kubectl("-n", "kapsa-system", "delete", "secret", name, check=False)
+    args = [f"--from-literal={k.replace('_', '.')}={v}" for k, v in data.items()]
+    control_plane.kubectl("-n", "kapsa-system", "create", "secret", "generic", name, *args)
+    if annotations:
+        pairs = [f"{k}={v}" for k, v in annotations.items()]
+        control_plane.kubectl("-n", "kapsa-system", "annotate", "secret", name, *pairs)
+
+
+def test_a_project_uses_only_secrets_of_its_namespace_or_shared_with_it_by_name(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+    other_team: str,
+) -> None:
+    """Attack 1: a secretRef into another team's namespace, or to a Secret shared with
+    someone else, for another host, or without git keys. Each is refused before anything is
+    copied or sent, and the running environment does not notice."""
+    name = "tenant"
+    commit, version = _running(control_plane, git_server, operator, name)
+    rows = len(history(operator_ledger, name))
+    shared = "kapsa.io/shared-with-projects"
+    host = "kapsa.io/git-host"
+    _secret(control_plane, "for-someone-else", {shared: "someone-else"}, password=OTHER_TOKEN)
+    _secret(
+        control_plane,
+        "for-another-host",
+        {shared: f"x,{name}", host: "git.corp.com"},
+        password=OTHER_TOKEN,
+    )
+    _secret(control_plane, "not-git", {shared: name, host: "127.0.0.1"}, tls_key="PRIVATE KEY")
+    attempts = [
+        ({"name": "other-creds", "namespace": other_team}, "SecretNotShared"),
+        ({"name": "for-someone-else"}, "SecretNotShared"),
+        ({"name": "for-another-host", "namespace": "kapsa-system"}, "SecretHostMismatch"),
+        ({"name": "not-git"}, "InvalidSecret"),
+    ]
+    try:
+        for ref, reason in attempts:
+            generation = _patch_project(
+                control_plane, name, {"spec": {"source": {"git": {"secretRef": ref}}}}
+            )
+            ready = _refused(control_plane, operator, name, generation)
+            assert (ready["reason"], ref["name"] in ready["message"]) == (reason, True), ready
+            assert get(control_plane, "-n", name, "secret", "kapsa-git") is None
+            _assert_untouched(control_plane, name, commit=commit, version=version)
+        project = json.dumps(get(control_plane, "project", name))
+        assert OTHER_TOKEN not in project
+        assert OTHER_TOKEN not in operator.log.read_text("utf-8", "replace")
+        assert len(history(operator_ledger, name)) == rows
+
+        # The way back: no secretRef (a public repository) and the Project is Ready again.
+        control_plane.kubectl(
+            "patch",
+            "project",
+            name,
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "remove", "path": "/spec/source/git/secretRef"}]),
+        )
+        wait_until(
+            lambda: condition(get(control_plane, "project", name), "Ready").get("status") == "True",
+            timeout=30,
+            message=lambda: f"{name} Ready again\n{operator.tail()}",
+        )
+        _assert_untouched(control_plane, name, commit=commit, version=version)
+    finally:
+        for secret in ("for-someone-else", "for-another-host", "not-git"):
+            control_plane.kubectl("-n", "kapsa-system", "delete", "secret", secret, check=False)
+
+
+def _environment(*, name: str, namespace: str, project: str) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "kapsa.io/v1alpha1",
+            "kind": "Environment",
+            "metadata": {"name": name, "namespace": namespace, "finalizers": ["kapsa.io/ledger"]},
+            "spec": {"project": project, "branch": "main"},
+        }
+    )
+
+
+def test_an_environment_cannot_claim_another_teams_project(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+    other_team: str,
+) -> None:
+    """Attack 2: an Environment naming someone else's Project, in the attacker's namespace or
+    made by hand in the Project's own. Neither runs the image, takes a host or writes history."""
+    name = "victim"
+    commit, version = _running(control_plane, git_server, operator, name)
+    rows = history(operator_ledger, name)
+    claims = [("claim", other_team), ("stray", name)]
+    try:
+        for env_name, namespace in claims:
+            control_plane.kubectl(
+                "apply",
+                "-f",
+                "-",
+                input=_environment(name=env_name, namespace=namespace, project=name),
+            )
+        for env_name, namespace in claims:
+            ready = wait_until(
+                lambda env_name=env_name, namespace=namespace: condition(
+                    get(control_plane, "-n", namespace, "environment", env_name), "Ready"
+                ),
+                timeout=30,
+                message=lambda: f"claims refused\n{operator.tail()}",
+            )
+            assert ready["status"] == "False"
+            assert ready["reason"] == "ProjectMismatch"
+            assert get(control_plane, "-n", namespace, "deployment", env_name) is None
+            assert get(control_plane, "-n", namespace, "ingress", env_name) is None
+            assert get(control_plane, "-n", namespace, "service", env_name) is None
+            found = get(control_plane, "-n", namespace, "environment", env_name)
+            assert "host" not in (found.get("status") or {})
+        assert get(control_plane, "-n", other_team, "deployments")["items"] == []
+        assert history(operator_ledger, name) == rows
+        summaries = status_of(control_plane, "project", name)["environments"]
+        assert [e["name"] for e in summaries] == ["dev"]
+        _assert_untouched(control_plane, name, commit=commit, version=version)
+    finally:
+        for env_name, namespace in claims:
+            control_plane.kubectl(
+                "-n", namespace, "delete", "environment", env_name, "--wait=false", check=False
+            )
+    # Deleting a refused claim is not held up by the finalizer its author put on it.
+    for env_name, namespace in claims:
+        wait_until(
+            lambda env_name=env_name, namespace=namespace: (
+                get(control_plane, "-n", namespace, "environment", env_name) is None
+            ),
+            timeout=30,
+            message=lambda: f"claims deleted\n{operator.tail()}",
+        )
+    assert history(operator_ledger, name) == rows
+    _assert_untouched(control_plane, name, commit=commit, version=version)
