@@ -44,6 +44,8 @@ _CONFIG = {
     "protocol.ext.allow": "never",
     "protocol.fd.allow": "never",
     "credential.helper": "",
+    # An allowed host must not be able to send git (and the credentials) to another address.
+    "http.followRedirects": "false",
 }
 
 

@@ -20,6 +20,7 @@ from kapsa.git.credentials import (
     git_environment,
     scrub,
 )
+from kapsa.git.urls import CheckedURL
 
 __all__ = [
     "GitCredentials",
@@ -71,7 +72,7 @@ def _parse_heads(output: str) -> dict[str, str]:
 
 
 def _ls_remote(
-    url: str, patterns: list[str], *, credentials: GitCredentials | None, timeout: float
+    url: CheckedURL, patterns: list[str], *, credentials: GitCredentials | None, timeout: float
 ) -> dict[str, str]:
     output = run_git(
         ["ls-remote", "--heads", "--", url, *patterns],
@@ -83,7 +84,7 @@ def _ls_remote(
 
 
 def list_branches(
-    url: str, *, credentials: GitCredentials | None = None, timeout: float = 30.0
+    url: CheckedURL, *, credentials: GitCredentials | None = None, timeout: float = 30.0
 ) -> dict[str, str]:
     """Every branch of the repository at `url` with its head commit: `{"main": "<sha>"}`.
 
@@ -93,7 +94,11 @@ def list_branches(
 
 
 def head_of(
-    url: str, branch: str, *, credentials: GitCredentials | None = None, timeout: float = 30.0
+    url: CheckedURL,
+    branch: str,
+    *,
+    credentials: GitCredentials | None = None,
+    timeout: float = 30.0,
 ) -> str | None:
     """The head commit of one branch, or None when the listing succeeded without it."""
     # ls-remote patterns match ref suffixes (`main` also matches `refs/heads/x/main`), so ask

@@ -19,6 +19,7 @@ from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import JOB, KPACK_IMAGE
 from kapsa.machines import BuildState
 from kapsa.reconcile.context import Context
+from kapsa.reconcile.sources import checked_url
 from kapsa.reconcile.tenancy import git_credentials
 from kapsa.registry import RegistryCredentials
 from kapsa.registry.credentials import credentials_from_secret
@@ -56,7 +57,7 @@ class Builds:
         key = (url, commit)
         if key not in self._strategies:
             self._strategies[key] = detect_strategy(
-                url,
+                checked_url(self.ctx, url),
                 commit,
                 dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
                 credentials=git_credentials(self.ctx, project),

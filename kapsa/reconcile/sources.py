@@ -14,7 +14,7 @@ from datetime import datetime
 
 from kapsa.errors import KapsaError
 from kapsa.git.remote import list_branches
-from kapsa.git.urls import validate_url
+from kapsa.git.urls import CheckedURL, validate_url
 from kapsa.k8s.client import JSON
 from kapsa.reconcile.context import Context
 from kapsa.reconcile.tenancy import git_credentials
@@ -32,6 +32,16 @@ class Snapshot:
     misses: dict[str, int] = field(default_factory=dict)
     """Consecutive successful listings without a branch that was once seen."""
     ok: bool = False
+
+
+def checked_url(ctx: Context, url: str) -> CheckedURL:
+    """`url` checked against the operator's rules now, right before a git call: a host that did
+    not resolve at the last check, or resolves elsewhere since, is judged by what it is now."""
+    return validate_url(
+        url,
+        allow_insecure=ctx.settings.allow_insecure_sources,
+        allow_private_hosts=ctx.settings.allow_private_hosts,
+    )
 
 
 class Sources:
@@ -52,11 +62,7 @@ class Sources:
         name = project["metadata"]["name"]
         git = project["spec"]["source"]["git"]
         try:
-            url = validate_url(
-                git["url"],
-                allow_insecure=ctx.settings.allow_insecure_sources,
-                allow_private_hosts=ctx.settings.allow_private_hosts,
-            )
+            url = checked_url(ctx, git["url"])
             credentials = git_credentials(ctx, project)
             heads = list_branches(url, credentials=credentials, timeout=ctx.settings.git_timeout)
         except KapsaError as error:
