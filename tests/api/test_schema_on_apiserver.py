@@ -355,6 +355,33 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
             'spec.environments.name: Invalid value: "Dev_Env"',
         ),
         (lambda s: s["app"].update(port=0), "spec.app.port: Invalid value: 0"),
+        (
+            lambda s: s["source"]["git"].update(url="https://git.corp.com/" + "x" * 3000),
+            "spec.source.git.url: Too long",
+        ),
+        (
+            lambda s: s["environments"].extend(
+                {"name": f"e{i}", "branch": "main"} for i in range(20)
+            ),
+            "spec.environments: Too many",
+        ),
+        (
+            lambda s: s["environments"][0].update(branch="b" * 300),
+            "spec.environments.branch: Too long",
+        ),
+        (
+            lambda s: s["previewEnvironments"].update(include=[f"p{i}/*" for i in range(51)]),
+            "spec.previewEnvironments.include: Too many",
+        ),
+        (
+            lambda s: s["app"].update(env=[{"name": "BIG", "value": "v" * 40000}]),
+            "spec.app.env.value: Too long",
+        ),
+        (lambda s: s["app"].update(replicas=101), "spec.app.replicas: Invalid value: 101"),
+        (
+            lambda s: s["source"]["git"]["secretRef"].update(namespace="Not/A-Namespace"),
+            "spec.source.git.secretRef.namespace: Invalid value",
+        ),
     ],
     ids=[
         "no-git-url",
@@ -365,6 +392,13 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "unknown-build-strategy",
         "environment-name-not-a-dns-label",
         "port-zero",
+        "url-too-long",
+        "too-many-environments",
+        "branch-too-long",
+        "too-many-preview-patterns",
+        "env-value-too-long",
+        "replicas-over-the-cap",
+        "secret-namespace-not-a-label",
     ],
 )
 def test_bad_projects_are_refused_naming_the_field(
