@@ -40,6 +40,25 @@ class Settings:
     branch_gone_after: int = 2
     """Consecutive successful listings without a branch before its preview counts as gone."""
     registry_ca_bundle: str | None = None
+    min_poll_interval: float = 10.0
+    """Seconds: a shorter spec.source.pollInterval means this (condition PollIntervalRaised)."""
+    reserved_namespaces: frozenset[str] = frozenset()
+    """Names no Project may take as its namespace, beyond the system ones and Kapsa's own."""
+    reserved_namespace_prefixes: tuple[str, ...] = ("kube-", "openshift-")
+    namespace_quota: tuple[tuple[str, str], ...] = (
+        ("pods", "50"),
+        ("services", "30"),
+        ("requests.cpu", "8"),
+        ("requests.memory", "16Gi"),
+        ("limits.cpu", "16"),
+        ("limits.memory", "32Gi"),
+        ("persistentvolumeclaims", "10"),
+    )
+    """The ResourceQuota of every Project namespace (empty: none)."""
+    container_limits: tuple[tuple[str, str], ...] = (("cpu", "2"), ("memory", "2Gi"))
+    """Limits the LimitRange gives containers that set none (empty: no LimitRange)."""
+    container_requests: tuple[tuple[str, str], ...] = (("cpu", "100m"), ("memory", "256Mi"))
+    """Requests the LimitRange gives containers that set none."""
 
 
 @dataclass

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Hashable
+from datetime import timedelta
 from typing import Any
 
 from kapsa import metrics
@@ -144,8 +145,11 @@ class Operator:
         if event == "DELETED":
             self.scheduler.forget(name)
         else:
-            interval = parse_duration(obj["spec"]["source"].get("pollInterval", "5m"))
-            self.scheduler.track(name, interval_seconds=max(interval.total_seconds(), 1.0))
+            interval = parse_duration(
+                obj["spec"]["source"].get("pollInterval", "5m"),
+                floor=timedelta(seconds=self.ctx.settings.min_poll_interval),
+            )
+            self.scheduler.track(name, interval_seconds=interval.total_seconds())
 
     def _on_environment(self, _event: str, obj: JSON) -> None:
         meta = obj["metadata"]

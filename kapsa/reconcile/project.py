@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kapsa import metrics
+from kapsa.api.common import parse_duration
 from kapsa.build import BuildResult
 from kapsa.errors import SourceError, UnsafeURLError
 from kapsa.git.urls import validate_url
@@ -34,7 +35,9 @@ from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.identity import BuildIdentity
+from kapsa.reconcile.namespaces import namespace_refusal
 from kapsa.reconcile.previews import PreviewReconciler
+from kapsa.reconcile.quota import NamespaceQuota
 from kapsa.reconcile.recorder import (
     LedgerCatchUp,
     entry_from_status,
@@ -60,6 +63,7 @@ class ProjectReconciler:
         self.catch_up = catch_up
         self.builds = Builds(ctx)
         self.identity = BuildIdentity(ctx)
+        self.quota = NamespaceQuota(ctx)
         self.previews = PreviewReconciler(
             ctx, builds=self.builds, environment_manifest=environment_manifest
         )
@@ -94,6 +98,7 @@ class ProjectReconciler:
             self._write(obj, draft.finish(), None)
             return Result()
         draft.status["namespace"] = namespace
+        _note_poll_floor(draft, spec, floor=ctx.settings.min_poll_interval)
         url = spec["source"]["git"]["url"]
         snapshot = self._snapshot(obj, draft)
 
@@ -177,6 +182,10 @@ class ProjectReconciler:
             return None
         except SourceError:
             pass  # unreachable right now: the listing says so as a condition
+        refusal = namespace_refusal(namespace, ctx.settings)
+        if refusal is not None:
+            draft.condition("Ready", False, "NamespaceReserved", refusal)
+            return None
         if not self._ensure_namespace(obj, namespace):
             draft.condition(
                 "Ready",
@@ -193,6 +202,7 @@ class ProjectReconciler:
                 "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
             )
             return None
+        self.quota.ensure(obj, namespace=namespace)
         try:
             tenancy.git_secret(ctx, obj)
         except tenancy.SecretRefusedError as error:
@@ -478,6 +488,21 @@ def _count_build_outcome(draft: StatusDraft) -> None:
         metrics.count_build(outcome="succeeded")
     elif new["status"] == "False":
         metrics.count_build(outcome="failed")
+
+
+def _note_poll_floor(draft: StatusDraft, spec: JSON, *, floor: float) -> None:
+    """Say so when pollInterval is below the operator's floor (the scheduler uses the floor)."""
+    asked = spec["source"].get("pollInterval", "5m")
+    if parse_duration(asked).total_seconds() < floor:
+        draft.condition(
+            "PollIntervalRaised",
+            True,
+            "BelowMinimum",
+            f"pollInterval {asked} is below this Kapsa's minimum of {floor:g}s; "
+            f"branches are listed every {floor:g}s",
+        )
+    else:
+        draft.conditions = [c for c in draft.conditions if c["type"] != "PollIntervalRaised"]
 
 
 def _same_but_poll_time(status: JSON, old: JSON) -> bool:

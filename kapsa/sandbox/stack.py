@@ -359,6 +359,8 @@ class OperatorProcess:
             self.ledger_url,
             "--allow-insecure-sources",
             "--allow-private-hosts",
+            "--min-poll-interval",
+            "1s",
             "--git-cache",
             str(self.workdir / "git-cache"),
             "--resync-seconds",

@@ -9,6 +9,7 @@ copied, no ledger row, no child object), and what was running keeps running unto
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,7 +33,6 @@ from tests.waiting import wait_until
 
 APP = {"app.py": "print('hello')\n"}
 ENVS = [{"name": "dev", "branch": "main", "autoSync": True}]
-OTHER_TEAM = "team-other"
 #: A value of the other team's Secret: it must never show up anywhere the attacker can read.
 OTHER_TOKEN = "other-teams-token-0f4c1"
 
@@ -40,10 +40,11 @@ OTHER_TOKEN = "other-teams-token-0f4c1"
 @pytest.fixture
 def other_team(control_plane: ControlPlane) -> Iterator[str]:
     """Another team's namespace, holding a Secret with a token and a TLS key."""
-    control_plane.kubectl("create", "namespace", OTHER_TEAM)
+    namespace = f"team-other-{secrets.token_hex(3)}"  # a deleted one lingers a while
+    control_plane.kubectl("create", "namespace", namespace)
     control_plane.kubectl(
         "-n",
-        OTHER_TEAM,
+        namespace,
         "create",
         "secret",
         "generic",
@@ -52,8 +53,8 @@ def other_team(control_plane: ControlPlane) -> Iterator[str]:
         f"--from-literal=password={OTHER_TOKEN}",
         "--from-literal=tls.key=PRIVATE KEY",
     )
-    yield OTHER_TEAM
-    control_plane.kubectl("delete", "namespace", OTHER_TEAM, "--wait=false", check=False)
+    yield namespace
+    control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def _running(
@@ -148,9 +149,9 @@ def test_a_project_uses_only_secrets_of_its_namespace_or_shared_with_it_by_name(
     ]
     try:
         for ref, reason in attempts:
-            generation = _patch_project(
-                control_plane, name, {"spec": {"source": {"git": {"secretRef": ref}}}}
-            )
+            # A merge patch: `namespace: None` drops the one of the previous attempt.
+            patch = {"secretRef": {"namespace": None, **ref}}
+            generation = _patch_project(control_plane, name, {"spec": {"source": {"git": patch}}})
             ready = _refused(control_plane, operator, name, generation)
             assert (ready["reason"], ref["name"] in ready["message"]) == (reason, True), ready
             assert get(control_plane, "-n", name, "secret", "kapsa-git") is None
@@ -248,3 +249,107 @@ def test_an_environment_cannot_claim_another_teams_project(
         )
     assert history(operator_ledger, name) == rows
     _assert_untouched(control_plane, name, commit=commit, version=version)
+
+
+def test_a_url_that_cannot_be_parsed_gets_a_status_with_the_reason(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """Attack 4, last part: a bracketed host that made the URL parser raise left the Project
+    without any status; now it is refused like every other unsafe URL."""
+    name = "brackets"
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(name=name, url="ssh://[-oProxyCommand=id]/x", environments=ENVS),
+    )
+    ready = wait_until(
+        lambda: condition(get(control_plane, "project", name), "Ready"),
+        timeout=30,
+        message=lambda: f"{name} has a Ready condition\n{operator.tail()}",
+    )
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSource")
+    assert "cannot be parsed" in ready["message"]
+
+
+def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+) -> None:
+    """Attack 6: a 1ms poll, durations that overflowed timedelta in every reconcile, and more
+    matching branches than status should hold. The Project runs, says what it clamped, keeps
+    status small, and its namespace carries the platform's quota."""
+    name = "bounded"
+    commit = git_server.create_repo(name, files=APP)
+    branches = 60
+    for index in range(branches):
+        git_server.create_branch(name, f"feature/{index:03d}")
+    huge = "99999999999999h"
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(
+            name=name,
+            url=git_server.url_for(name),
+            poll="1ms",
+            environments=ENVS,
+            extra_spec={
+                "app": {"port": 8080, "rolloutDeadline": huge},
+                "previewEnvironments": {"enabled": True, "maxCount": 0, "ttl": huge},
+            },
+        ),
+    )
+    wait_for_project_phase(control_plane, name, "Running", operator)
+    wait_for_commit(control_plane, name, "dev", commit, operator)
+    project = wait_until(
+        lambda: (
+            (found := get(control_plane, "project", name))
+            and condition(found, "PreviewsCapped").get("status") == "True"
+            and found
+        ),
+        timeout=30,
+        message=lambda: f"{name} previews capped\n{operator.tail()}",
+    )
+    raised = condition(project, "PollIntervalRaised")
+    assert (raised["status"], raised["reason"]) == ("True", "BelowMinimum")
+    assert "1ms" in raised["message"]
+    assert f"{branches} branches wait" in condition(project, "PreviewsCapped")["message"]
+    assert len(project["status"]["previews"]) == 50
+    assert all(p["waiting"] for p in project["status"]["previews"])
+
+    quota = get(control_plane, "-n", name, "resourcequota", "kapsa-quota")
+    assert quota["spec"]["hard"]["pods"] == "50"
+    limits = get(control_plane, "-n", name, "limitrange", "kapsa-limits")
+    assert limits["spec"]["limits"][0]["default"] == {"cpu": "2", "memory": "2Gi"}
+    for owned in (quota, limits):
+        assert owned["metadata"]["ownerReferences"][0]["uid"] == project["metadata"]["uid"]
+    assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
+
+
+@pytest.mark.parametrize(
+    "name", ["kube-tools", "kapsa-system", "default", "openshift-console", "has.a.dot"]
+)
+def test_a_project_never_takes_a_reserved_namespace(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess, name: str
+) -> None:
+    """Attack 7: the Project's name would become (and own, and delete with it) a namespace
+    that belongs to the cluster, to Kapsa, or to a prefix the platform keeps for itself."""
+    existed = get(control_plane, "namespace", name) is not None
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(name=name, url=git_server.url_for("reserved"), environments=ENVS),
+    )
+    ready = wait_until(
+        lambda: condition(get(control_plane, "project", name), "Ready"),
+        timeout=30,
+        message=lambda: f"{name} refused\n{operator.tail()}",
+    )
+    assert (ready["status"], ready["reason"]) == ("False", "NamespaceReserved")
+    namespace = get(control_plane, "namespace", name)
+    assert (namespace is not None) == existed
+    if namespace is not None:
+        assert not namespace["metadata"].get("ownerReferences")
