@@ -20,6 +20,10 @@ class SourceError(KapsaError):
     """The Git repository could not be read (down, timed out, refused credentials)."""
 
 
+class ListingTooLargeError(SourceError):
+    """A repository advertised more branches or bytes than Kapsa reads in one listing."""
+
+
 class UnsafeURLError(InvalidSpecError):
     """A URL Kapsa refuses to hand to git or an HTTP client."""
 

@@ -187,7 +187,7 @@ class Operator:
         if project is None:
             return
         with metrics.timed_poll() as done:
-            snapshot, changed = self.sources.poll(self.ctx, project)
+            snapshot, changed = self.sources.poll(self.ctx, project, gated=True)
             done("error" if snapshot.error is not None else "changed" if changed else "unchanged")
         if changed:
             self.queue.add(("Project", name))

@@ -217,7 +217,7 @@ class ProjectReconciler:
         if snapshot is None:
             snapshot, _ = self.sources.poll(self.ctx, obj)
         if snapshot.error:
-            draft.condition("SourceReachable", False, "SourceUnreachable", snapshot.error)
+            draft.condition("SourceReachable", False, snapshot.reason, snapshot.error)
         else:
             listed = rfc3339(snapshot.listed_at or self.ctx.now())
             draft.condition(

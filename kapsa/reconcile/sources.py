@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kapsa.errors import KapsaError
+from kapsa.errors import KapsaError, ListingTooLargeError
 from kapsa.git.remote import list_branches
-from kapsa.git.urls import CheckedURL, validate_url
+from kapsa.git.urls import CheckedURL, url_host, validate_url
 from kapsa.k8s.client import JSON
 from kapsa.reconcile.context import Context
+from kapsa.reconcile.pollgate import PollGate
 from kapsa.reconcile.tenancy import git_credentials
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,8 @@ class Snapshot:
     """The last successful listing: branch -> commit."""
     error: str | None = None
     """The error of the newest listing, if it failed."""
+    reason: str = "SourceUnreachable"
+    """The condition reason of that error."""
     listed_at: datetime | None = None
     misses: dict[str, int] = field(default_factory=dict)
     """Consecutive successful listings without a branch that was once seen."""
@@ -45,9 +49,10 @@ def checked_url(ctx: Context, url: str) -> CheckedURL:
 
 
 class Sources:
-    def __init__(self) -> None:
+    def __init__(self, gate: PollGate | None = None) -> None:
         self._snapshots: dict[str, Snapshot] = {}
         self._lock = threading.Lock()
+        self.gate = gate or PollGate()
 
     def get(self, project: str) -> Snapshot | None:
         with self._lock:
@@ -57,19 +62,38 @@ class Sources:
         with self._lock:
             self._snapshots.pop(project, None)
 
-    def poll(self, ctx: Context, project: JSON) -> tuple[Snapshot, bool]:
-        """List the branches now; returns the snapshot and whether anything changed."""
+    def poll(self, ctx: Context, project: JSON, *, gated: bool = False) -> tuple[Snapshot, bool]:
+        """List the branches now; returns the snapshot and whether anything changed.
+
+        `gated` (the scheduler's polls) takes a slot of the PollGate first and skips the
+        listing, changing nothing, when the host has none free; a Project's first listing,
+        which its reconcile waits for, is not gated.
+        """
         name = project["metadata"]["name"]
         git = project["spec"]["source"]["git"]
         try:
             url = checked_url(ctx, git["url"])
             credentials = git_credentials(ctx, project)
-            heads = list_branches(url, credentials=credentials, timeout=ctx.settings.git_timeout)
+            slot = self.gate.slot(url_host(url)) if gated else nullcontext(True)
+            with slot as allowed:
+                if not allowed:
+                    log.info("listing %s skipped: its host has no free poll slot", name)
+                    with self._lock:
+                        return self._snapshots.setdefault(name, Snapshot()), False
+                heads = list_branches(
+                    url, credentials=credentials, timeout=ctx.settings.git_timeout
+                )
         except KapsaError as error:
             with self._lock:
                 snapshot = self._snapshots.setdefault(name, Snapshot())
                 changed = snapshot.error != str(error)
                 snapshot.error = str(error)
+                reason = (
+                    "ListingTooLarge"
+                    if isinstance(error, ListingTooLargeError)
+                    else "SourceUnreachable"
+                )
+                snapshot.reason = reason
                 snapshot.ok = False
             log.info("listing %s failed: %s", name, error)
             return snapshot, changed

@@ -357,25 +357,25 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         (lambda s: s["app"].update(port=0), "spec.app.port: Invalid value: 0"),
         (
             lambda s: s["source"]["git"].update(url="https://git.corp.com/" + "x" * 3000),
-            "spec.source.git.url: Too long",
+            "spec.source.git.url in body should be at most 2048 chars long",
         ),
         (
             lambda s: s["environments"].extend(
                 {"name": f"e{i}", "branch": "main"} for i in range(20)
             ),
-            "spec.environments: Too many",
+            "spec.environments in body should have at most 20 items",
         ),
         (
             lambda s: s["environments"][0].update(branch="b" * 300),
-            "spec.environments.branch: Too long",
+            "spec.environments.branch in body should be at most 255 chars long",
         ),
         (
             lambda s: s["previewEnvironments"].update(include=[f"p{i}/*" for i in range(51)]),
-            "spec.previewEnvironments.include: Too many",
+            "spec.previewEnvironments.include in body should have at most 50 items",
         ),
         (
             lambda s: s["app"].update(env=[{"name": "BIG", "value": "v" * 40000}]),
-            "spec.app.env.value: Too long",
+            "spec.app.env.value in body should be at most 32768 chars long",
         ),
         (lambda s: s["app"].update(replicas=101), "spec.app.replicas: Invalid value: 101"),
         (

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from kapsa.errors import InvalidSpecError, SourceError
+from kapsa.errors import InvalidSpecError, ListingTooLargeError, SourceError
 from kapsa.git.remote import GitCredentials, credentials_from_secret_data, head_of, list_branches
 from kapsa.git.urls import validate_url
 from kapsa.sandbox.gitserver import GitServer
@@ -162,3 +162,19 @@ def test_git_does_not_follow_a_redirect_away_from_the_checked_host() -> None:
     assert _Recorder.seen == []
     assert "302" in str(caught.value)
     assert str(target) not in str(caught.value)
+
+
+def test_a_listing_with_more_branches_than_the_cap_is_refused_not_buffered(
+    git_server: GitServer, repo_name: str
+) -> None:
+    """A remote advertising a million refs used to cost the operator its whole output in
+    memory; now the listing stops at the cap and says why."""
+    git_server.create_repo(repo_name, files={"a": "1\n"})
+    for index in range(30):
+        git_server.create_branch(repo_name, f"many/{index:02d}")
+    url = git_server.url_for(repo_name)
+    assert len(list_branches(url, max_refs=31)) == 31
+    with pytest.raises(ListingTooLargeError, match="more than 10 branches"):
+        list_branches(url, max_refs=10)
+    with pytest.raises(ListingTooLargeError, match="more than 1 KiB"):
+        list_branches(url, max_bytes=1024)
