@@ -43,6 +43,9 @@ def operator(
     registry_ca_bundle: Annotated[
         str | None, typer.Option(help="CA bundle for registries with a private CA.")
     ] = None,
+    ssh_known_hosts: Annotated[
+        Path | None, typer.Option(help="known_hosts of ssh git hosts every Project may trust.")
+    ] = None,
     http_host: Annotated[
         str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of health, metrics, webhooks.")
     ] = "0.0.0.0",  # noqa: S104 (the Service must reach the pod)
@@ -91,6 +94,7 @@ def operator(
         resync_seconds=resync_seconds,
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,
+        ssh_known_hosts=ssh_known_hosts,
         **_tenancy_settings(
             min_poll_interval=min_poll_interval,
             reserved_namespace=reserved_namespace,

@@ -194,6 +194,14 @@ def validate_url(
     return CheckedURL(url)
 
 
+def is_ssh(url: str) -> bool:
+    """Whether git reaches `url` over ssh (an ssh:// URL or a `user@host:path` address)."""
+    match = _SCHEME_RE.match(url)
+    if match is None:
+        return not url.startswith("/")
+    return match.group(1).lower() in SECURE_SCHEMES - {"https"}
+
+
 def url_host(url: str) -> str:
     """The host `url` names, without resolving it (empty for file://); UnsafeURLError when the
     URL cannot be parsed. Credentials are bound to this name."""

@@ -40,6 +40,8 @@ class Settings:
     branch_gone_after: int = 2
     """Consecutive successful listings without a branch before its preview counts as gone."""
     registry_ca_bundle: str | None = None
+    ssh_known_hosts: Path | None = None
+    """A known_hosts file of ssh git hosts every Project may trust (e.g. github.com's keys)."""
     min_poll_interval: float = 10.0
     """Seconds: a shorter spec.source.pollInterval means this (condition PollIntervalRaised)."""
     reserved_namespaces: frozenset[str] = frozenset()

@@ -13,7 +13,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from kapsa.errors import KapsaError, ListingTooLargeError
+from kapsa.errors import HostKeyUnknownError, KapsaError, ListingTooLargeError
 from kapsa.git.remote import list_branches
 from kapsa.git.urls import CheckedURL, url_host, validate_url
 from kapsa.k8s.client import JSON
@@ -91,6 +91,8 @@ class Sources:
                 reason = (
                     "ListingTooLarge"
                     if isinstance(error, ListingTooLargeError)
+                    else "HostKeyUnknown"
+                    if isinstance(error, HostKeyUnknownError)
                     else "SourceUnreachable"
                 )
                 snapshot.reason = reason

@@ -17,9 +17,10 @@ operator checks before acting on it with its own, wider, rights:
 from __future__ import annotations
 
 import base64
+import dataclasses
 from typing import Any
 
-from kapsa.errors import InvalidSpecError, UnsafeURLError
+from kapsa.errors import HostKeyUnknownError, InvalidSpecError, UnsafeURLError
 from kapsa.git.credentials import (
     KNOWN_HOSTS_KEY,
     PASSWORD_KEY,
@@ -28,7 +29,7 @@ from kapsa.git.credentials import (
     GitCredentials,
     credentials_from_secret_data,
 )
-from kapsa.git.urls import url_host
+from kapsa.git.urls import is_ssh, url_host
 from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import ENVIRONMENT
 from kapsa.reconcile.conditions import set_condition
@@ -124,15 +125,44 @@ def git_secret(ctx: Context, project: JSON) -> JSON | None:
 
 
 def git_credentials(ctx: Context, project: JSON) -> GitCredentials | None:
-    """What git authenticates with for this Project, after every check of git_secret."""
-    ref = project["spec"]["source"]["git"].get("secretRef")
-    if not ref:
+    """What git authenticates with for this Project, after every check of git_secret, with the
+    ssh host keys it may trust: its Secret's `known_hosts` and the platform's. An ssh
+    repository with neither raises HostKeyUnknownError before anything connects."""
+    git = project["spec"]["source"]["git"]
+    ref = git.get("secretRef")
+    credentials = None
+    if ref:
+        secret = git_secret(ctx, project)
+        if secret is None:
+            namespace = ref.get("namespace") or ctx.settings.namespace
+            raise InvalidSpecError(f"git credentials Secret {namespace}/{ref['name']} not found")
+        credentials = credentials_from_secret_data(_decoded(secret))
+    if not is_ssh(git["url"]):
+        return credentials
+    pinned = "\n".join(
+        text.strip()
+        for text in ((credentials.known_hosts if credentials else None), _platform_known_hosts(ctx))
+        if text and text.strip()
+    )
+    if not pinned:
+        raise HostKeyUnknownError(
+            "an ssh repository needs its host keys pinned: add `known_hosts` to the git "
+            "credentials Secret (ssh-keyscan HOST), or ask the platform admin to list the host "
+            "in the operator's --ssh-known-hosts"
+        )
+    return dataclasses.replace(credentials or GitCredentials(), known_hosts=pinned)
+
+
+def _platform_known_hosts(ctx: Context) -> str | None:
+    path = ctx.settings.ssh_known_hosts
+    if path is None:
         return None
-    secret = git_secret(ctx, project)
-    if secret is None:
-        namespace = ref.get("namespace") or ctx.settings.namespace
-        raise InvalidSpecError(f"git credentials Secret {namespace}/{ref['name']} not found")
-    return credentials_from_secret_data(_decoded(secret))
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise HostKeyUnknownError(
+            f"the operator's --ssh-known-hosts cannot be read: {error}"
+        ) from error
 
 
 def git_copy_data(secret: JSON) -> tuple[dict[str, str], str]:

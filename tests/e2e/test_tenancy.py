@@ -8,8 +8,11 @@ copied, no ledger row, no child object), and what was running keeps running unto
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
+import socket
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -353,3 +356,75 @@ def test_a_project_never_takes_a_reserved_namespace(
     assert (namespace is not None) == existed
     if namespace is not None:
         assert not namespace["metadata"].get("ownerReferences")
+
+
+def test_a_repository_with_a_million_refs_is_refused_and_other_projects_keep_polling(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    """Attack 3: a remote advertising more branches than Kapsa reads. Its Project says so and
+    keeps what it had; another Project's new commit still rolls out on the next poll."""
+    name = "neighbour"
+    commit, _ = _running(control_plane, git_server, operator, name)
+    huge = "refs-galore"
+    head = git_server.create_repo(huge, files=APP)
+    lines = "".join(f"create refs/heads/r/{index:05d} {head}\n" for index in range(10_001))
+    subprocess.run(
+        ["git", "-C", str(git_server.path_for(huge)), "update-ref", "--stdin"],
+        input=lines,
+        text=True,
+        check=True,
+    )
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=project_yaml(name=huge, url=git_server.url_for(huge), environments=ENVS),
+    )
+    reachable = wait_until(
+        lambda: (
+            (found := condition(get(control_plane, "project", huge), "SourceReachable"))
+            and found.get("status") == "False"
+            and found
+        ),
+        timeout=60,
+        message=lambda: f"{huge} refused\n{operator.tail()}",
+    )
+    assert reachable["reason"] == "ListingTooLarge"
+    assert "more than 10000 branches" in reachable["message"]
+
+    newer = git_server.commit(name, branch="main", files={"app.py": "print('newer')\n"})
+    wait_for_commit(control_plane, name, "dev", newer, operator)
+    assert newer != commit
+
+
+def test_an_ssh_repository_without_pinned_host_keys_is_never_connected_to(
+    control_plane: ControlPlane, operator: OperatorProcess
+) -> None:
+    """Attack 5: with no known_hosts, every connection trusted whatever key the host showed.
+    Now the Project says why it does not list, and nothing reaches the host."""
+    connections: list[object] = []
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.settimeout(0.2)
+        port = server.getsockname()[1]
+        name = "unpinned"
+        control_plane.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=project_yaml(
+                name=name, url=f"ssh://git@127.0.0.1:{port}/org/app.git", environments=ENVS
+            ),
+        )
+
+        def refused() -> dict[str, Any] | None:
+            with contextlib.suppress(TimeoutError):
+                connections.append(server.accept())
+            found = condition(get(control_plane, "project", name), "SourceReachable")
+            return found if found.get("status") == "False" else None
+
+        reachable = wait_until(
+            refused, timeout=30, message=lambda: f"{name} refused\n{operator.tail()}"
+        )
+        assert reachable["reason"] == "HostKeyUnknown"
+        assert "known_hosts" in reachable["message"]
+        assert connections == []
