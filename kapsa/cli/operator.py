@@ -47,11 +47,22 @@ def operator(
         Path | None, typer.Option(help="known_hosts of ssh git hosts every Project may trust.")
     ] = None,
     http_host: Annotated[
-        str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of health, metrics, webhooks.")
+        str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of the probes and webhooks.")
     ] = "0.0.0.0",  # noqa: S104 (the Service must reach the pod)
     http_port: Annotated[
         int, typer.Option(envvar="KAPSA_HTTP_PORT", min=0, max=65535, help="Their port.")
     ] = 8080,
+    internal_host: Annotated[
+        str,
+        typer.Option(
+            envvar="KAPSA_INTERNAL_HOST",
+            help="Address of metrics and the ledger API; off loopback, callers need a token "
+            "the API server authorizes.",
+        ),
+    ] = "127.0.0.1",
+    internal_port: Annotated[
+        int, typer.Option(envvar="KAPSA_INTERNAL_PORT", min=0, max=65535, help="Their port.")
+    ] = 8081,
     min_poll_interval: Annotated[
         str, typer.Option(help="The shortest pollInterval honoured (a duration, e.g. 10s).")
     ] = "10s",
@@ -84,6 +95,8 @@ def operator(
     from kapsa.reconcile.context import Settings
     from kapsa.reconcile.operator import Operator
     from kapsa.web import WebServer
+    from kapsa.web.auth import KubeAuthorizer
+    from kapsa.web.server import is_loopback
 
     configure_logging(fmt=log_format, level=log_level)
     settings = Settings(
@@ -105,8 +118,9 @@ def operator(
         ),
     )
     the_ledger = Ledger.open(ledger)
+    kube = Kube.from_kubeconfig(kubeconfig)
     the_operator = Operator(
-        kube=Kube.from_kubeconfig(kubeconfig),
+        kube=kube,
         ledger=the_ledger,
         settings=settings,
         workers=workers,
@@ -122,6 +136,9 @@ def operator(
     web = WebServer(
         host=http_host,
         port=http_port,
+        internal_host=internal_host,
+        internal_port=internal_port,
+        authorizer=None if is_loopback(internal_host) else KubeAuthorizer(kube),
         ledger=the_ledger,
         trigger_poll=the_operator.trigger_poll,
         webhook_secret=the_operator.webhook_secret,
@@ -130,7 +147,12 @@ def operator(
     # Up before the caches sync, so the liveness probe answers while they do.
     web.start()
     logging.getLogger("kapsa").info(
-        "starting; ledger %s; http on %s:%s", ledger.split("@")[-1], http_host, web.port
+        "starting; ledger %s; http on %s:%s; internal http on %s:%s",
+        ledger.split("@")[-1],
+        http_host,
+        web.port,
+        internal_host,
+        web.internal_port,
     )
     the_operator.start()
     the_operator.wait()

@@ -361,6 +361,8 @@ class OperatorProcess:
             "--allow-private-hosts",
             "--min-poll-interval",
             "1s",
+            "--internal-port",
+            "0",
             "--git-cache",
             str(self.workdir / "git-cache"),
             "--resync-seconds",
