@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 from pathlib import Path
+
+import pytest
 
 from kapsa.git.credentials import GitCredentials, git_environment
 
@@ -36,3 +39,20 @@ def test_pinned_keys_are_the_only_ones_ssh_knows() -> None:
         assert "StrictHostKeyChecking=yes" in argv
         assert known.read_text() == PINNED + "\n"
         assert oct(known.stat().st_mode & 0o777) == "0o600"
+
+
+def test_git_gets_nothing_of_the_operators_environment_but_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """git talks to hosts teams choose: the operator's API address, token path, proxies and
+    home stay out of its environment."""
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KAPSA_LEDGER_URL", "postgresql://kapsa:pw@db/kapsa")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    with git_environment(GitCredentials(username="u", password="pw-1")) as env:
+        assert env["PATH"] == os.environ["PATH"]
+        for planted in ("KUBERNETES_SERVICE_HOST", "KAPSA_LEDGER_URL", "HTTPS_PROXY"):
+            assert planted not in env
+        assert not any(k.startswith("KUBERNETES") for k in env)
+        assert "pw-1" not in env["GIT_ASKPASS"]
+        assert env["HOME"] != os.environ.get("HOME")

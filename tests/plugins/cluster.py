@@ -19,6 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.k8s.client import Kube
 
 REPO = Path(__file__).resolve().parents[2]
 KAPSA_CRDS = REPO / "crds"
@@ -112,3 +113,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "control_plane" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+
+
+def service_account_token(kube: Kube, namespace: str, account: str) -> str:
+    """A token of a ServiceAccount for an hour, from the TokenRequest API."""
+    answer = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    return str(answer["status"]["token"])

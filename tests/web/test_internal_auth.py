@@ -21,21 +21,8 @@ from kapsa.ledger import Ledger
 from kapsa.web import WebServer
 from kapsa.web.auth import KubeAuthorizer
 from tests.ledger._factory import append_web_history
-from tests.plugins.cluster import Kubectl
-from tests.web.conftest import FakeOperator
-
-
-def _token(kube: Kube, namespace: str, account: str) -> str:
-    answer = kube.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
-    return str(answer["status"]["token"])
+from tests.plugins.cluster import Kubectl, service_account_token
+from tests.web.conftest import FakeOperator, serve
 
 
 @pytest.fixture
@@ -69,7 +56,10 @@ def accounts(
         f"--serviceaccount={namespace}:scraper",
     )
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
-    yield {account: _token(kube, namespace, account) for account in ("scraper", "stranger")}
+    yield {
+        account: service_account_token(kube, namespace, account)
+        for account in ("scraper", "stranger")
+    }
     kubectl("delete", "clusterrolebinding", role, check=False)
     kubectl("delete", "clusterrole", role, check=False)
 
@@ -79,15 +69,8 @@ def guarded(control_plane: ControlPlane, tmp_path: Path) -> Iterator[WebServer]:
     operator = FakeOperator()
     ledger = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
     append_web_history(ledger)
-    with WebServer(
-        host="127.0.0.1",
-        port=0,
-        authorizer=KubeAuthorizer(Kube.from_kubeconfig(str(control_plane.kubeconfig))),
-        ledger=ledger,
-        trigger_poll=operator.trigger_poll,
-        webhook_secret=operator.webhook_secret,
-        ready=operator.ready,
-    ) as running:
+    authorizer = KubeAuthorizer(Kube.from_kubeconfig(str(control_plane.kubeconfig)))
+    with serve(operator, ledger=ledger, authorizer=authorizer) as running:
         yield running
     ledger.close()
 

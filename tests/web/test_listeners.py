@@ -13,24 +13,12 @@ import requests
 from kapsa.errors import KapsaError
 from kapsa.web import WebServer
 from tests.waiting import wait_until
-from tests.web.conftest import FakeOperator
-
-
-def _serve(operator: FakeOperator, **options: object) -> WebServer:
-    return WebServer(
-        host="127.0.0.1",
-        port=0,
-        ledger=None,
-        trigger_poll=operator.trigger_poll,
-        webhook_secret=operator.webhook_secret,
-        ready=operator.ready,
-        **options,  # type: ignore[arg-type]
-    )
+from tests.web.conftest import FakeOperator, serve
 
 
 @pytest.fixture
 def small(operator: FakeOperator) -> Iterator[WebServer]:
-    with _serve(operator, max_connections=2, request_deadline=1.5) as running:
+    with serve(operator, max_connections=2, request_deadline=1.5) as running:
         yield running
 
 
@@ -52,7 +40,7 @@ def test_the_port_facing_the_cluster_serves_no_metrics_and_no_ledger(
 def test_the_internal_listener_never_answers_the_network_without_a_token_check(
     operator: FakeOperator,
 ) -> None:
-    server = _serve(operator, internal_host="0.0.0.0")  # refused before anything binds
+    server = serve(operator, internal_host="0.0.0.0")  # refused before anything binds
     with pytest.raises(KapsaError, match=r"bind it to 127\.0\.0\.1 or give it a token authorizer"):
         server.start()
 
