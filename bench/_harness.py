@@ -37,11 +37,18 @@ from kapsa.k8s.informer import Informer
 from kapsa.k8s.resources import DOMAIN_POOL, REGISTRY, ResourceType
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from kapsa.sandbox.stack import Platform, apply_platform, install_crds, start_simulators
+from kapsa.sandbox.stack import (
+    Platform,
+    Simulators,
+    apply_platform,
+    install_crds,
+    sample_files,
+    start_simulators,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "benchmarks.md"
-APP = {"app.py": "print('hello')\n", "requirements.txt": "flask\n"}
+APP = sample_files()
 #: Three environments on one branch: two follow it, prod is promoted by hand.
 ENVIRONMENTS = [
     {"name": "dev", "branch": "main", "autoSync": True},
@@ -238,7 +245,7 @@ class Stack:
         )
         self.kube: Kube | None = None
         self.platform: Platform | None = None
-        self.simulators: list[Any] = []
+        self.simulators: Simulators | None = None
 
     def start(self) -> Stack:
         started = time.perf_counter()
@@ -249,10 +256,11 @@ class Stack:
         self.registry.start()
         self.platform = apply_platform(self.plane, self.registry)
         # The SIMULATORS get a client of their own, so the bench's counts stay apart.
-        self.simulators = list(
-            start_simulators(
-                Kube.from_kubeconfig(str(self.plane.kubeconfig)), registry_server=self.registry
-            )
+        self.simulators = start_simulators(
+            Kube.from_kubeconfig(str(self.plane.kubeconfig)),
+            registry_server=self.registry,
+            git_server=self.git,
+            node=False,
         )
         print(
             f"stack up in {time.perf_counter() - started:.1f} s "
@@ -263,8 +271,8 @@ class Stack:
         return self
 
     def stop(self) -> None:
-        for simulator in self.simulators:
-            simulator.stop()
+        if self.simulators is not None:
+            self.simulators.stop()
         self.registry.stop()
         self.git.stop()
         self.plane.stop()

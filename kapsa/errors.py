@@ -50,3 +50,7 @@ class ConflictError(KapsaError):
 
 class InvalidSecretError(RegistryError):
     """A credentials Secret Kapsa cannot read; its message names what is missing, never a value."""
+
+
+class BuildError(KapsaError):
+    """A build could not produce an image; the message is what the user sees as the reason."""

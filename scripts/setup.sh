@@ -8,6 +8,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 kapsa_debian_packages=(
     git etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev
     docker-registry apache2-utils postgresql openssl python3-venv
+    containerd runc containernetworking-plugins iptables conntrack busybox-static buildah gcc libc6-dev
 )
 
 kapsa_install_debian_packages() {

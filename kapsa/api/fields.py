@@ -46,6 +46,10 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "replicas": 2,
         "env": [{"name": "LOG_LEVEL", "value": "info"}],
         "healthPath": "/healthz",
+        "resources": {
+            "requests": {"cpu": "25m", "memory": "64Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
         "rolloutDeadline": "10m",
     },
     "environments": [

@@ -117,6 +117,38 @@ class EnvVar(Model):
     )
 
 
+#: A Kubernetes quantity as users write them for CPU and memory: 250m, 0.5, 128Mi, 1Gi.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+
+
+class ResourceAmounts(Model):
+    cpu: str | None = Field(
+        default=None,
+        max_length=DURATION_MAX,
+        pattern=QUANTITY_PATTERN,
+        description="CPU, in cores or millicores (250m).",
+    )
+    memory: str | None = Field(
+        default=None,
+        max_length=DURATION_MAX,
+        pattern=QUANTITY_PATTERN,
+        description="Memory, e.g. 128Mi or 1Gi.",
+    )
+
+
+class AppResources(Model):
+    requests: ResourceAmounts = Field(
+        default_factory=lambda: ResourceAmounts(cpu="25m", memory="64Mi"),
+        description="What each pod is guaranteed and scheduled by.",
+    )
+    limits: ResourceAmounts = Field(
+        default_factory=lambda: ResourceAmounts(memory="256Mi"),
+        description="The most each pod may use: past the memory limit the app is restarted "
+        "(OOMKilled). No CPU limit by default, so a busy app is slowed by its neighbours' "
+        "requests rather than throttled on an idle node.",
+    )
+
+
 class AppSpec(Model):
     port: int = Field(default=8080, ge=1, le=65535, description="The port the app listens on.")
     replicas: int = Field(default=1, ge=0, le=100, description="Pods per environment.")
@@ -126,7 +158,12 @@ class AppSpec(Model):
     health_path: str | None = Field(
         default=None,
         max_length=TEXT_MAX,
-        description="HTTP path for readiness and liveness probes; none if unset.",
+        description="HTTP path for readiness and liveness probes; unset, a pod is ready once "
+        "it accepts connections on the port.",
+    )
+    resources: AppResources = Field(
+        default_factory=AppResources,
+        description="CPU and memory requests and limits of each pod.",
     )
     rollout_deadline: str = Field(
         default="10m",

@@ -1,8 +1,11 @@
-"""A real kube-apiserver with etcd and the controllers Kapsa's behaviour depends on, on loopback.
+"""A real kube-apiserver with etcd and kube-controller-manager on loopback, and a real node.
 
-Only the garbage collector and the namespace controller run: Kapsa relies on ownerReferences and
-namespace deletion, while readiness of Deployments is set by tests and simulators, since no
-kubelet runs here. Everything listens on 127.0.0.1, on ports the kernel hands out.
+With a node (the default where the machine allows one) every controller runs, so Deployments,
+ReplicaSets, Jobs and ServiceAccount tokens are real, and pods start on the node
+(kapsa.controlplane.node). Without one, only the garbage collector and the namespace controller
+run, and readiness of Deployments is left to a simulator: that is what `bench/scale.py` uses,
+where thousands of pods cannot run on two cores. Everything listens on 127.0.0.1, on ports the
+kernel hands out.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from kapsa.controlplane.assets import Assets
+from kapsa.controlplane.node import Node
 from kapsa.controlplane.process import ServerProcess, free_port
 from kapsa.errors import ControlPlaneError
 from kapsa.lifecycle import Service
@@ -81,9 +85,11 @@ class ControlPlane(Service):
     kubectl and for the `kubernetes` client alike.
     """
 
-    def __init__(self, *, assets: Assets, workdir: Path) -> None:
+    def __init__(self, *, assets: Assets, workdir: Path, node: bool = False) -> None:
         self.assets = assets
         self.workdir = workdir
+        self.with_node = node
+        self.node: Node | None = None
         self._token = secrets.token_hex(32)
         self._etcd_port = 0
         self._apiserver_port = 0
@@ -123,12 +129,23 @@ class ControlPlane(Service):
             self._start_apiserver()
             self._write_kubeconfig()
             self._start_controller_manager()
+            if self.with_node:
+                self.node = Node(
+                    assets=self.assets,
+                    workdir=self.workdir / "node",
+                    kubeconfig=self.kubeconfig,
+                    apiserver_port=self._apiserver_port,
+                )
+                self.node.start()
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop in reverse order, waiting for each: an apiserver without etcd hangs in shutdown."""
+        if self.node is not None:
+            self.node.stop()
+            self.node = None
         while self._processes:
             self._processes.pop().stop(timeout=STOP_TIMEOUT)
         self._etcd = self._apiserver = None
@@ -251,17 +268,20 @@ class ControlPlane(Service):
             "--advertise-address=127.0.0.1",
             "--service-cluster-ip-range=10.0.0.0/16",
             f"--token-auth-file={self.workdir / 'tokens.csv'}",
-            "--authorization-mode=RBAC",
+            "--authorization-mode=Node,RBAC",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={self.workdir / 'sa.pub'}",
             f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
             "--allow-privileged=true",
-            # No token controller runs, so fresh namespaces have no `default` service account;
-            # without this, creating a Pod there would be refused.
-            "--disable-admission-plugins=ServiceAccount",
             # The `kubernetes` Endpoints may not name a loopback address: skip its endless retries.
             "--endpoint-reconciler-type=none",
+            # The node is named `localhost`; its kubelet answers there through a loopback relay.
+            "--kubelet-preferred-address-types=Hostname",
         ]
+        if not self.with_node:
+            # No token controller runs, so fresh namespaces have no `default` service account;
+            # without this, creating a Pod there would be refused.
+            argv.append("--disable-admission-plugins=ServiceAccount")
         if _accepts_flag(binary, "--insecure-port"):
             argv.append("--insecure-port=0")
         self._apiserver = self._spawn(name="kube-apiserver", argv=argv)
@@ -304,8 +324,10 @@ class ControlPlane(Service):
         argv = [
             str(binary),
             f"--kubeconfig={self.kubeconfig}",
-            "--controllers=garbagecollector,namespace",
+            "--controllers=" + ("*" if self.with_node else "garbagecollector,namespace"),
             "--leader-elect=false",
+            f"--service-account-private-key-file={self.workdir / 'sa.key'}",
+            f"--root-ca-file={self.workdir / 'certs' / 'apiserver.crt'}",
             "--bind-address=127.0.0.1",
             f"--secure-port={port}",
             f"--cert-dir={self.workdir / 'certs-controller-manager'}",

@@ -51,6 +51,10 @@ class ServerProcess:
         self._popen: subprocess.Popen[bytes] | None = None
 
     @property
+    def pid(self) -> int | None:
+        return self._popen.pid if self.running and self._popen is not None else None
+
+    @property
     def running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 

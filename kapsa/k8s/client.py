@@ -177,9 +177,12 @@ class Kube:
         *,
         namespace: str | None = None,
         label_selector: str | None = None,
+        field_selector: str | None = None,
     ) -> JSON:
-        query = {"labelSelector": label_selector} if label_selector else None
-        return self.request("GET", resource.path(namespace=namespace), query=query)
+        query = {"labelSelector": label_selector} if label_selector else {}
+        if field_selector:
+            query["fieldSelector"] = field_selector
+        return self.request("GET", resource.path(namespace=namespace), query=query or None)
 
     def create(self, resource: ResourceType, body: JSON) -> JSON:
         namespace = body["metadata"].get("namespace")

@@ -17,6 +17,18 @@ LABEL_BRANCH = "kapsa.io/branch"
 LABEL_MANAGED = "app.kubernetes.io/managed-by"
 ANNOTATION_COMMIT = "kapsa.io/commit"
 ANNOTATION_ISSUER = "cert-manager.io/cluster-issuer"
+#: The ServiceAccount app pods run as: it carries the registry pull secret and nothing else.
+APP_SERVICE_ACCOUNT = "kapsa-app"
+#: The variable that tells an app which commit it runs.
+COMMIT_VARIABLE = "KAPSA_COMMIT"
+#: What every app container runs with: no root, no privilege escalation, no capabilities, the
+#: runtime's default seccomp profile. An image that needs root fails to start with the kubelet's
+#: reason (CreateContainerConfigError) on its Environment.
+POD_SECURITY: JSON = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY: JSON = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 def owner_reference(owner: JSON, *, controller: bool = True) -> JSON:
@@ -68,7 +80,14 @@ def deployment(
     env: list[JSON],
     secret_names: list[str],
     health_path: str | None,
+    resources: JSON,
 ) -> JSON:
+    """The app's Deployment: pinned to an image digest, rolled over without a gap.
+
+    A rolling update never takes a ready pod away before its replacement is ready
+    (maxUnavailable 0), so an environment answers throughout a rollout. Without a health path
+    a pod counts as ready once it accepts connections on its port, never merely once started.
+    """
     meta = environment["metadata"]
     labels = environment_labels(
         project=environment["spec"]["project"],
@@ -76,17 +95,24 @@ def deployment(
         env_type=environment["spec"].get("type", "standard"),
     )
     selector = {LABEL_PROJECT: labels[LABEL_PROJECT], LABEL_ENVIRONMENT: meta["name"]}
+    builtin = [{"name": "PORT", "value": str(port)}]
+    if commit:
+        builtin.append({"name": COMMIT_VARIABLE, "value": commit})
     container: JSON = {
         "name": "app",
         "image": image,
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": [{"name": "PORT", "value": str(port)}, *env],
+        "env": [*builtin, *env],
         "envFrom": [{"secretRef": {"name": s}} for s in secret_names],
+        "resources": resources,
+        "securityContext": CONTAINER_SECURITY,
     }
     if health_path:
-        probe = {"httpGet": {"path": health_path, "port": "http"}}
-        container["readinessProbe"] = probe
+        probe: JSON = {"httpGet": {"path": health_path, "port": "http"}}
+        container["readinessProbe"] = {**probe, "periodSeconds": 2}
         container["livenessProbe"] = {**probe, "initialDelaySeconds": 10}
+    else:
+        container["readinessProbe"] = {"tcpSocket": {"port": "http"}, "periodSeconds": 2}
     pod_annotations = {ANNOTATION_COMMIT: commit} if commit else {}
     return {
         "apiVersion": "apps/v1",
@@ -97,10 +123,18 @@ def deployment(
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
-            "strategy": {"type": "RollingUpdate"},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
             "template": {
                 "metadata": {"labels": labels, "annotations": pod_annotations},
-                "spec": {"containers": [container]},
+                "spec": {
+                    "serviceAccountName": APP_SERVICE_ACCOUNT,
+                    "automountServiceAccountToken": False,
+                    "securityContext": POD_SECURITY,
+                    "containers": [container],
+                },
             },
         },
     }

@@ -39,6 +39,8 @@ SERVICE_ACCOUNT = ResourceType("", "v1", "serviceaccounts", "ServiceAccount", na
 SERVICE = ResourceType("", "v1", "services", "Service", namespaced=True)
 RESOURCE_QUOTA = ResourceType("", "v1", "resourcequotas", "ResourceQuota", namespaced=True)
 LIMIT_RANGE = ResourceType("", "v1", "limitranges", "LimitRange", namespaced=True)
+ENDPOINTS = ResourceType("", "v1", "endpoints", "Endpoints", namespaced=True)
+POD = ResourceType("", "v1", "pods", "Pod", namespaced=True)
 EVENT = ResourceType("", "v1", "events", "Event", namespaced=True)
 DEPLOYMENT = ResourceType("apps", "v1", "deployments", "Deployment", namespaced=True)
 INGRESS = ResourceType("networking.k8s.io", "v1", "ingresses", "Ingress", namespaced=True)

@@ -56,6 +56,8 @@ class EnvironmentObservation:
     blocked_reason: str = ""
     release: str = ""
     release_message: str = ""
+    pods_problem: str = ""
+    """What the kubelet says keeps the rollout's pods from being ready ("reason: message")."""
 
 
 #: The kinds of release a person or the auto-rollback policy asks for (`release` above): the
@@ -145,7 +147,10 @@ def _deadline_message(o: EnvironmentObservation) -> str:
     started = o.rollout_started_at or o.now
     waited = format_duration((o.now - started).total_seconds())
     deadline = format_duration(o.rollout_deadline.total_seconds())
-    return f"The rollout of {o.target_image} was not ready after {waited} (deadline {deadline})."
+    why = f": {o.pods_problem}" if o.pods_problem else ""
+    return (
+        f"The rollout of {o.target_image} was not ready after {waited} (deadline {deadline}){why}."
+    )
 
 
 def _expired_message(o: EnvironmentObservation) -> str:

@@ -11,13 +11,18 @@ import logging
 from datetime import datetime, timedelta
 
 from kapsa.api.common import parse_duration
+from kapsa.api.project import AppResources
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON, ApiError
+from kapsa.k8s.quantity import canonical
 from kapsa.k8s.resources import (
     DEPLOYMENT,
     DOMAIN_POOL,
+    ENDPOINTS,
     ENVIRONMENT,
+    EVENT,
     INGRESS,
+    POD,
     PROJECT,
     SECRET,
     SERVICE,
@@ -32,6 +37,7 @@ from kapsa.machines import (
 from kapsa.reconcile import tenancy
 from kapsa.reconcile.conditions import is_true, set_condition
 from kapsa.reconcile.context import Context, parse_time, rfc3339
+from kapsa.reconcile.pods import UNHEALTHY, PodProblem, pod_problem, probe_message
 from kapsa.reconcile.project import FINALIZER, Result
 from kapsa.reconcile.recorder import (
     LedgerCatchUp,
@@ -49,6 +55,13 @@ from kapsa.reconcile.releases import (
 )
 
 log = logging.getLogger(__name__)
+
+#: While a rollout waits for a missing Secret, it looks again after a quarter of the time it has
+#: waited, within these bounds: a Secret created a moment later is found within seconds, one
+#: that stays missing costs a read every few seconds at most.
+SECRET_RETRY_MIN, SECRET_RETRY_MAX = 1.0, 10.0
+#: How soon to look again when the pods are ready but the Service does not route to them yet.
+ENDPOINTS_RETRY = 1.0
 
 
 class EnvironmentReconciler:
@@ -178,8 +191,15 @@ class EnvironmentReconciler:
                 )
 
         deployment = ctx.caches[DEPLOYMENT].get(meta["name"], meta["namespace"])
-        # Ready means ready on the image wanted now: the rollout's target, else the desired one.
-        ready = _deployment_ready(deployment, target or desired)
+        # Ready means ready on the image wanted now: the rollout's target, else the desired one,
+        # by the kubelet's probes, with the old pods gone and the Service routing to the new.
+        rollout_image = target or desired
+        ready = _deployment_ready(deployment, rollout_image)
+        routing_pending = False
+        if ready and old.get("phase") != "Running":
+            ready = self._service_routes(env, replicas=int(app.get("replicas", 1)))
+            routing_pending = not ready
+        problem = None if ready or not rollout_image else self._pod_problem(env, rollout_image)
         deadline = parse_duration(app.get("rolloutDeadline", "10m"))
         observation = EnvironmentObservation(
             now=now,
@@ -197,6 +217,7 @@ class EnvironmentReconciler:
             blocked_reason=blocked,
             release=release.kind if release is not None and release.outcome == ACCEPTED else "",
             release_message=release.message if release is not None else "",
+            pods_problem=f"{problem.reason}: {problem.message}" if problem else "",
         )
         phase = old.get("phase", "Pending")
         transition = decide_environment(phase, observation)
@@ -255,6 +276,9 @@ class EnvironmentReconciler:
             cond("Progressing", True, "Idle", "nothing to roll out")
         if phase == "Running":
             cond("Ready", True, "Running", f"{status.get('url')} runs {status.get('image')}")
+        elif problem is not None and not blocked:
+            # The kubelet's reason and message, for the pods of the image being rolled out.
+            cond("Ready", False, problem.reason, f"pod {problem.pod}: {problem.message}")
         else:
             cond(
                 "Ready",
@@ -301,7 +325,13 @@ class EnvironmentReconciler:
             self._record_repair(stored or env, project["metadata"]["name"], repaired)
         if phase == "Expiring":
             return Result()  # the Project deletes it, noting why (flow 4)
-        return Result(requeue_after=self._next_deadline(status, now, deadline))
+        waits = [self._next_deadline(status, now, deadline)]
+        if blocked == "SecretNotFound":
+            waits.append(_secret_retry(conditions, now))
+        if routing_pending:
+            waits.append(ENDPOINTS_RETRY)
+        due = [wait for wait in waits if wait is not None]
+        return Result(requeue_after=min(due) if due else None)
 
     # -- deletion ------------------------------------------------------------------------------
 
@@ -355,6 +385,38 @@ class EnvironmentReconciler:
                 return f"Environment {m['namespace']}/{m['name']}"
         return None
 
+    def _service_routes(self, env: JSON, *, replicas: int) -> bool:
+        """Whether the Service sends traffic to as many ready pods as the app should have.
+
+        Read once per rollout, when the Deployment turns ready: Endpoints are not watched.
+        """
+        meta = env["metadata"]
+        endpoints = self.ctx.kube.get(ENDPOINTS, meta["name"], namespace=meta["namespace"])
+        ready = sum(
+            len(subset.get("addresses") or []) for subset in (endpoints or {}).get("subsets") or []
+        )
+        return ready >= replicas
+
+    def _pod_problem(self, env: JSON, image: str) -> PodProblem | None:
+        meta = env["metadata"]
+        pods = [
+            pod
+            for pod in self.ctx.caches[POD].items(namespace=meta["namespace"])
+            if pod["metadata"].get("labels", {}).get(manifests.LABEL_ENVIRONMENT) == meta["name"]
+        ]
+        problem = pod_problem(pods, image=image)
+        if problem is not None and problem.reason == UNHEALTHY:
+            # Probe failures are told only in Events: one read, while the problem lasts.
+            events = self.ctx.kube.list(
+                EVENT,
+                namespace=meta["namespace"],
+                field_selector=f"involvedObject.name={problem.pod}",
+            )
+            message = probe_message(events.get("items", []), pod=problem.pod)
+            if message:
+                problem = PodProblem(reason=problem.reason, message=message, pod=problem.pod)
+        return problem
+
     def _missing_secrets(self, env: JSON) -> list[str]:
         namespace = env["metadata"]["namespace"]
         return [
@@ -384,6 +446,7 @@ class EnvironmentReconciler:
                     env=app.get("env", []),
                     secret_names=secret_names,
                     health_path=app.get("healthPath"),
+                    resources=_resources(app),
                 ),
             ),
             (SERVICE, manifests.service(environment=env, port=port)),
@@ -444,6 +507,22 @@ class EnvironmentReconciler:
         return max(min(waits), 0.5) if waits else None
 
 
+def _resources(app: JSON) -> JSON:
+    """The pods' requests and limits: the Project's, else the documented defaults."""
+    resources = AppResources.model_validate(app.get("resources") or {})
+    wire = resources.model_dump(by_alias=True, exclude_none=True)
+    return {kind: {k: canonical(v) for k, v in amounts.items()} for kind, amounts in wire.items()}
+
+
+def _secret_retry(conditions: list[JSON], now: datetime) -> float:
+    since = next(
+        (parse_time(c.get("lastTransitionTime")) for c in conditions if c["type"] == "Progressing"),
+        None,
+    )
+    waited = (now - since).total_seconds() if since else 0.0
+    return min(max(waited / 4, SECRET_RETRY_MIN), SECRET_RETRY_MAX)
+
+
 def _ttl(project: JSON) -> timedelta:
     return parse_duration((project["spec"].get("previewEnvironments") or {}).get("ttl", "168h"))
 
@@ -459,6 +538,7 @@ def _deployment_ready(deployment: JSON | None, image: str | None) -> bool:
     replicas = deployment["spec"].get("replicas", 1)
     return bool(
         status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+        and status.get("replicas", 0) <= replicas  # the old ReplicaSet's pods are gone
         and status.get("updatedReplicas", 0) >= replicas
         and status.get("availableReplicas", 0) >= replicas
         and status.get("readyReplicas", 0) >= replicas

@@ -1,10 +1,15 @@
-"""The identity builds run as in a Project's namespace: a ServiceAccount and copies of Secrets.
+"""The identities builds and apps run as in a Project's namespace: ServiceAccounts and Secrets.
 
 kpack and the Dockerfile Job read credentials from Secrets in their own namespace, so Kapsa keeps
 copies there, owned by the Project (deleted with it) and refreshed when the source changes: the
 registry's push credentials (annotated `kpack.io/docker`) and, for a private repository, its git
 credentials (annotated `kpack.io/git`), only once tenancy.py let the Project use them, and only
 their git keys. Kapsa's own objects only ever hold the references.
+
+App pods run as a ServiceAccount of their own, `kapsa-app`, whose only credential is a pull
+secret for the Registry, named in `imagePullSecrets` and never mounted: the kubelet uses it to
+pull, the app never sees it, and the builder's push credentials stay with the builder. It mounts
+no API token either: an app has no business with the Kubernetes API.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from kapsa.reconcile.context import Context
 from kapsa.reconcile.tenancy import git_copy_data, git_secret
 
 REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
+PULL_SECRET = "kapsa-registry-pull"  # noqa: S105 (a Secret's name, not a password)
 
 
 class BuildIdentity:
@@ -38,8 +44,11 @@ class BuildIdentity:
         git = git_secret(ctx, project)  # refused before this point when not the Project's
         key = "/".join([project["metadata"]["uid"], *(_version(s) for s in (push, git))])
         with self._lock:
-            if self._done.get(namespace) == key and ctx.caches[SERVICE_ACCOUNT].get(
-                BUILDER_SA, namespace
+            accounts = ctx.caches[SERVICE_ACCOUNT]
+            if (
+                self._done.get(namespace) == key
+                and accounts.get(BUILDER_SA, namespace)
+                and accounts.get(manifests.APP_SERVICE_ACCOUNT, namespace)
             ):
                 return
         owner = manifests.owner_reference(project)
@@ -61,6 +70,17 @@ class BuildIdentity:
                 ),
             )
             secrets.append(REGISTRY_SECRET)
+            ctx.kube.apply(
+                SECRET,
+                _copy(
+                    PULL_SECRET,
+                    namespace,
+                    owner,
+                    data=data,
+                    type_="kubernetes.io/dockerconfigjson",
+                    annotations={},
+                ),
+            )
         if git is not None:
             url = project["spec"]["source"]["git"]["url"]
             data, type_ = git_copy_data(git)
@@ -78,21 +98,40 @@ class BuildIdentity:
             secrets.append(GIT_SECRET)
         ctx.kube.apply(
             SERVICE_ACCOUNT,
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {
-                    "name": BUILDER_SA,
-                    "namespace": namespace,
-                    "labels": {manifests.LABEL_MANAGED: "kapsa"},
-                    "ownerReferences": [owner],
-                },
-                "secrets": [{"name": s} for s in secrets],
-                "imagePullSecrets": [{"name": REGISTRY_SECRET}],
-            },
+            _account(
+                BUILDER_SA,
+                namespace,
+                owner,
+                secrets=[{"name": s} for s in secrets],
+                imagePullSecrets=[{"name": REGISTRY_SECRET}],
+            ),
+        )
+        ctx.kube.apply(
+            SERVICE_ACCOUNT,
+            _account(
+                manifests.APP_SERVICE_ACCOUNT,
+                namespace,
+                owner,
+                imagePullSecrets=[{"name": PULL_SECRET}] if push is not None else [],
+                automountServiceAccountToken=False,
+            ),
         )
         with self._lock:
             self._done[namespace] = key
+
+
+def _account(name: str, namespace: str, owner: JSON, **fields: object) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {manifests.LABEL_MANAGED: "kapsa"},
+            "ownerReferences": [owner],
+        },
+        **fields,
+    }
 
 
 def _version(secret: JSON | None) -> str:

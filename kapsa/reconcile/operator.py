@@ -21,7 +21,7 @@ from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.lease import LeaderElector
-from kapsa.k8s.manifests import LABEL_MANAGED, LABEL_PROJECT
+from kapsa.k8s.manifests import LABEL_ENVIRONMENT, LABEL_MANAGED, LABEL_PROJECT
 from kapsa.k8s.resources import (
     CLUSTER_ISSUER,
     DEPLOYMENT,
@@ -31,6 +31,7 @@ from kapsa.k8s.resources import (
     JOB,
     KPACK_IMAGE,
     NAMESPACE,
+    POD,
     PROJECT,
     REGISTRY,
     SECRET,
@@ -106,6 +107,8 @@ class Operator:
         self._watch(JOB, self._on_project_child, label_selector=MANAGED)
         for resource in (DEPLOYMENT, SERVICE, INGRESS):
             self._watch(resource, self._on_environment_child, label_selector=MANAGED)
+        # Read-only: what the kubelet says of the apps' pods becomes the Environments' conditions.
+        self._watch(POD, self._on_environment_pod, label_selector=LABEL_ENVIRONMENT)
         self._watch(SECRET, self._on_own_secret, namespace=settings.namespace)
 
     # -- wiring --------------------------------------------------------------------------------
@@ -178,6 +181,12 @@ class Operator:
         for ref in meta.get("ownerReferences") or []:
             if ref.get("kind") == "Environment":
                 self.queue.add(("Environment", meta["namespace"], ref["name"]))
+
+    def _on_environment_pod(self, _event: str, obj: JSON) -> None:
+        meta = obj["metadata"]
+        environment = meta.get("labels", {}).get(LABEL_ENVIRONMENT)
+        if environment:
+            self.queue.add(("Environment", meta["namespace"], environment))
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -2,15 +2,13 @@
 
 It runs Debian's `docker-registry` (the CNCF distribution registry) with htpasswd logins and,
 optionally, TLS from a throwaway CA, so Kapsa's registry check meets the same challenges, status
-codes and certificate errors it meets in production. `put_image` stores a tiny but valid image,
-because what other parts of Kapsa need from a registry is a manifest digest that really exists.
+codes and certificate errors it meets in production. `push` stores images assembled here (see
+kapsa.controlplane.images) that pods on the real node pull and run; `put_image` a tiny one for
+what needs only a manifest digest that really exists.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import os
 import secrets
 import shutil
@@ -23,16 +21,12 @@ from urllib.parse import urljoin
 import requests
 import yaml
 
+from kapsa.controlplane.images import MANIFEST_V2, Image, Layer, sha256
 from kapsa.errors import RegistryError
 from kapsa.lifecycle import Service
 
 REGISTRY_BINARY = "docker-registry"
-MANIFEST_V2 = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-CONFIG_V1 = "application/vnd.docker.container.image.v1+json"
-LAYER_TAR_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
-#: A tar archive with no members: the end-of-archive marker alone.
-EMPTY_TAR = b"\0" * 1024
 START_TIMEOUT = 20.0
 
 _OPENSSL_CONFIG = """\
@@ -53,10 +47,6 @@ subjectAltName = IP:127.0.0.1, DNS:localhost
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 """
-
-
-def _sha256(data: bytes) -> str:
-    return f"sha256:{hashlib.sha256(data).hexdigest()}"
 
 
 def _free_port() -> int:
@@ -145,45 +135,35 @@ class RegistryServer(Service):
         self._session.close()
 
     def put_image(self, *, repository: str, tag: str) -> str:
-        """Push a one-layer image as `repository:tag` and return its manifest digest.
+        """Push a one-layer image with no files as `repository:tag` and return its digest.
 
-        The config names the repository and tag, so every pair gets a digest of its own.
+        The config names the repository and tag, so every pair gets a digest of its own. For
+        what only needs a digest that really exists; `push` stores images that run.
         """
-        layer = gzip.compress(EMPTY_TAR, mtime=0)
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "config": {"Labels": {"io.kapsa.sandbox.image": f"{repository}:{tag}"}},
-                "rootfs": {"type": "layers", "diff_ids": [_sha256(EMPTY_TAR)]},
-            },
-            sort_keys=True,
-        ).encode()
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": MANIFEST_V2,
-                "config": {"mediaType": CONFIG_V1, "size": len(config), "digest": _sha256(config)},
-                "layers": [
-                    {"mediaType": LAYER_TAR_GZIP, "size": len(layer), "digest": _sha256(layer)}
-                ],
-            },
-            sort_keys=True,
-        ).encode()
-        self._put_blob(repository, config)
-        self._put_blob(repository, layer)
+        image = Image.build(
+            layers=[Layer()],
+            entrypoint=[],
+            labels={"io.kapsa.sandbox.image": f"{repository}:{tag}"},
+        )
+        return self.push(image, repository=repository, tag=tag)
+
+    def push(self, image: Image, *, repository: str, tag: str) -> str:
+        """Store `image` as `repository:tag` through the v2 API, as any client does."""
+        for blob in (image.config, *image.layers):
+            self._put_blob(repository, blob)
         answer = self._session.put(
             f"{self.url}/v2/{repository}/manifests/{tag}",
-            data=manifest,
+            data=image.manifest,
             headers={"Content-Type": MANIFEST_V2},
-            timeout=10,
+            timeout=30,
         )
         self._expect(answer, 201, what=f"store the manifest of {repository}:{tag}")
-        digest = _sha256(manifest)
-        stored = answer.headers.get("Docker-Content-Digest", digest)
-        if stored != digest:
-            raise RegistryError(f"the registry stored {repository}:{tag} as {stored}, not {digest}")
-        return digest
+        stored = answer.headers.get("Docker-Content-Digest", image.digest)
+        if stored != image.digest:
+            raise RegistryError(
+                f"the registry stored {repository}:{tag} as {stored}, not {image.digest}"
+            )
+        return image.digest
 
     def has_manifest(self, repository: str, reference: str) -> bool:
         """Whether `reference` (a tag or a sha256 digest) names a manifest in `repository`."""
@@ -198,12 +178,16 @@ class RegistryServer(Service):
         return True
 
     def _put_blob(self, repository: str, blob: bytes) -> None:
+        digest = sha256(blob)
+        known = self._session.head(f"{self.url}/v2/{repository}/blobs/{digest}", timeout=10)
+        if known.status_code == 200:
+            return  # layers shared between images are uploaded once, as clients do
         started = self._session.post(f"{self.url}/v2/{repository}/blobs/uploads/", timeout=10)
         self._expect(started, 202, what=f"start a blob upload to {repository}")
         location = urljoin(f"{self.url}/", started.headers["Location"])
         finished = self._session.put(
             location,
-            params={"digest": _sha256(blob)},
+            params={"digest": digest},
             data=blob,
             headers={"Content-Type": "application/octet-stream"},
             timeout=10,

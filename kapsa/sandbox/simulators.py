@@ -3,10 +3,12 @@
 Each is a SIMULATOR, named as such everywhere it is used: it writes the status the real controller
 would write, and nothing else. Kapsa itself runs unchanged against them.
 
-- `KpackSimulator` plays kpack's controller: it "builds" an Image by pushing a tiny real image to
-  the real registry and writes `status.latestImage` with its real digest, or a BuildFailed status.
-- `KubeletSimulator` plays the deployment controller and the kubelet: it reports a Deployment's
-  pods as updated, ready and available.
+- `KpackSimulator` plays kpack's controller: it builds an Image's commit into a real, runnable
+  image the way the Procfile buildpack would (kapsa.sandbox.buildpacks), pushes it to the real
+  registry and writes `status.latestImage` with its real digest, or a BuildFailed status.
+- `KubeletSimulator` plays the deployment controller and the kubelet where no node can run
+  (`bench/scale.py`, machines without root or cgroups): it reports a Deployment's pods as
+  updated, ready and available. Everywhere else a real node runs the pods.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
 - `JobSimulator` plays the Job controller running a Dockerfile build: it pushes a tiny real image
   to the Job's destination tag and marks the Job Complete (or Failed).
@@ -17,23 +19,27 @@ build the way a developer does: by pushing a commit.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+from kapsa.errors import BuildError
 from kapsa.k8s.client import JSON, ApiError, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, JOB, KPACK_IMAGE, ResourceType
+from kapsa.sandbox.buildpacks import image_of_commit
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 
 log = logging.getLogger(__name__)
 
 
-class _Simulator:
+class Simulator:
     resource: ResourceType
 
     def __init__(self, kube: Kube) -> None:
@@ -41,7 +47,7 @@ class _Simulator:
         self.informer = Informer(kube, self.resource, on_event=self._on_event)
         self._lock = threading.Lock()
 
-    def start(self) -> _Simulator:
+    def start(self) -> Simulator:
         self.informer.start()
         self.informer.wait_synced()
         return self
@@ -75,6 +81,11 @@ class _Simulator:
 FailPolicy = Callable[[JSON], str | None]
 
 
+def git_dir_of(git_server: GitServer, url: str) -> Path:
+    """The bare repository behind `url`, whichever of the sandbox's git servers serves it."""
+    return git_server.path_for(url.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
+
+
 class CommitMessageFailPolicy:
     """Fails the simulated build of a commit whose message carries `BUILD-FAILS: why`.
 
@@ -93,17 +104,15 @@ class CommitMessageFailPolicy:
 
     def fails(self, *, url: str, revision: str) -> str | None:
         """The failure the commit asks for, or None for a build that succeeds."""
-        source = {"url": url, "revision": revision}
-        name = source["url"].rstrip("/").rsplit("/", 1)[-1].removesuffix(".git")
         done = subprocess.run(
             [
                 "git",
                 "--git-dir",
-                str(self.git_server.path_for(name)),
+                str(git_dir_of(self.git_server, url)),
                 "log",
                 "-1",
                 "--format=%B",
-                source["revision"],
+                revision,
             ],
             capture_output=True,
             text=True,
@@ -114,16 +123,23 @@ class CommitMessageFailPolicy:
         return done.stdout.split(self.MARKER, 1)[1].strip()
 
 
-class KpackSimulator(_Simulator):
+class KpackSimulator(Simulator):
     """kpack's controller, simulated. `fail(image)` returns a failure message or None."""
 
     resource = KPACK_IMAGE
 
     def __init__(
-        self, kube: Kube, *, registry: RegistryServer, fail: FailPolicy | None = None
+        self,
+        kube: Kube,
+        *,
+        registry: RegistryServer,
+        git_server: GitServer,
+        fail: FailPolicy | None = None,
     ) -> None:
         super().__init__(kube)
-        self.registry = registry
+        self.registries = {registry.server: registry}
+        """Where builds push, by the host of the Image's tag, as kpack pushes to what it names."""
+        self.git_server = git_server
         self.fail = fail or (lambda _image: None)
         self.hold = threading.Event()
         """While set, builds stay running (Ready=Unknown) so tests can see Building."""
@@ -162,7 +178,18 @@ class KpackSimulator(_Simulator):
             self._put_status(obj, status)
             return
         failure = self.fail(obj)
-        if failure:
+        image = None
+        if not failure:
+            source = obj["spec"]["source"]["git"]
+            try:
+                image = image_of_commit(
+                    git_dir_of(self.git_server, source["url"]),
+                    source["revision"],
+                    labels={"io.buildpacks.project.metadata": _project_metadata(source)},
+                )
+            except BuildError as error:
+                failure = str(error)
+        if image is None:
             status["conditions"] = [
                 {
                     "type": "Ready",
@@ -177,8 +204,8 @@ class KpackSimulator(_Simulator):
             digest = ""
             for tag in tags:
                 reference, _, tag_name = tag.rpartition(":")
-                repository = reference.split("/", 1)[1]
-                digest = self.registry.put_image(repository=repository, tag=tag_name)
+                server, repository = reference.split("/", 1)
+                digest = self.registries[server].push(image, repository=repository, tag=tag_name)
             reference = obj["spec"]["tag"].rpartition(":")[0]
             status["latestImage"] = f"{reference}@{digest}"
             status["conditions"] = [
@@ -188,7 +215,21 @@ class KpackSimulator(_Simulator):
         self._put_status(obj, status)
 
 
-class KubeletSimulator(_Simulator):
+def _project_metadata(source: JSON) -> str:
+    """The label kpack's builds carry: where the image came from."""
+    return json.dumps(
+        {
+            "source": {
+                "type": "git",
+                "version": {"commit": source["revision"]},
+                "metadata": {"repository": source["url"]},
+            }
+        },
+        sort_keys=True,
+    )
+
+
+class KubeletSimulator(Simulator):
     """The deployment controller and kubelet, simulated: pods come up ready unless told not to."""
 
     resource = DEPLOYMENT
@@ -226,7 +267,7 @@ class KubeletSimulator(_Simulator):
         self._put_status(obj, wanted)
 
 
-class CertManagerSimulator(_Simulator):
+class CertManagerSimulator(Simulator):
     """cert-manager's issuer controller, simulated: every ClusterIssuer becomes Ready."""
 
     resource = CLUSTER_ISSUER
@@ -252,7 +293,7 @@ class CertManagerSimulator(_Simulator):
         )
 
 
-class JobSimulator(_Simulator):
+class JobSimulator(Simulator):
     """A Dockerfile build Job, simulated: the image it would push is pushed, then Complete.
 
     `fail(url=..., revision=...)` returns a failure message or None, as for kpack.

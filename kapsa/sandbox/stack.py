@@ -1,10 +1,11 @@
 """Kapsa and everything it talks to, on one machine, assembled once for the sandbox and the tests.
 
-A real control plane, a real git server, a real registry and the real operator process, with
-SIMULATORS standing in only for what needs containers (kpack's builds, the kubelet's readiness,
-cert-manager's issuer check). `kapsa sandbox` runs a `Stack` in a supervisor process; the test
-suite can take the same parts one by one (`install_crds`, `apply_platform`, `start_simulators`,
-`OperatorProcess`), so what users try and what the tests check is assembled by the same code.
+A real control plane with a real node (where the machine allows one), a real git server, a real
+registry and the real operator process, with SIMULATORS standing in only for what cannot run
+here (kpack's builds, cert-manager's issuer check, and the kubelet where no node can run).
+`kapsa sandbox` runs a `Stack` in a supervisor process; the test suite can take the same parts
+one by one (`install_crds`, `apply_platform`, `start_simulators`, `OperatorProcess`), so what
+users try and what the tests check is assembled by the same code.
 
 The state file lets another process (`kapsa sandbox status`, `down`, `tour`) find what the
 supervisor started: pids with their command lines (a pid is only signalled while it still runs
@@ -32,6 +33,7 @@ import yaml
 
 from kapsa.api.crdgen import all_crds
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.controlplane.node import why_no_node
 from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.resources import DOMAIN_POOL, ENVIRONMENT, PROJECT, REGISTRY, ResourceType
@@ -43,6 +45,7 @@ from kapsa.sandbox.simulators import (
     JobSimulator,
     KpackSimulator,
     KubeletSimulator,
+    Simulator,
 )
 
 SANDBOX_DIR_ENV = "KAPSA_SANDBOX_DIR"
@@ -253,21 +256,49 @@ def apply_platform(control_plane: ControlPlane, registry_server: RegistryServer)
     return platform
 
 
+@dataclass
+class Simulators:
+    """The SIMULATORS beside a cluster, each standing in for a controller that cannot run here.
+
+    kpack's and cert-manager's always; the kubelet's and the Job controller's only where no real
+    node runs (see kapsa.controlplane.node).
+    """
+
+    kpack: KpackSimulator
+    cert_manager: CertManagerSimulator
+    kubelet: KubeletSimulator | None = None
+    jobs: JobSimulator | None = None
+
+    def running(self) -> list[Simulator]:
+        found = [self.kpack, self.cert_manager, self.kubelet, self.jobs]
+        return [simulator for simulator in found if simulator is not None]
+
+    def stop(self) -> None:
+        for simulator in self.running():
+            simulator.stop()
+
+
 def start_simulators(
     kube: Kube,
     *,
     registry_server: RegistryServer,
+    git_server: GitServer,
+    node: bool,
     fail: CommitMessageFailPolicy | None = None,
-    never_ready: Callable[[JSON], bool] | None = None,
-) -> tuple[KpackSimulator, KubeletSimulator, CertManagerSimulator, JobSimulator]:
-    """The SIMULATORS of kpack, the kubelet, cert-manager and Dockerfile build Jobs."""
-    kpack = KpackSimulator(kube, registry=registry_server, fail=fail)
-    kubelet = KubeletSimulator(kube, never_ready=never_ready)
-    cert_manager = CertManagerSimulator(kube)
-    jobs = JobSimulator(kube, registry=registry_server, fail=fail.fails if fail else None)
-    for simulator in (kpack, kubelet, cert_manager, jobs):
+) -> Simulators:
+    """The SIMULATORS the cluster needs: with a real `node`, kpack's and cert-manager's only."""
+    simulators = Simulators(
+        kpack=KpackSimulator(kube, registry=registry_server, git_server=git_server, fail=fail),
+        cert_manager=CertManagerSimulator(kube),
+    )
+    if not node:
+        simulators.kubelet = KubeletSimulator(kube)
+        simulators.jobs = JobSimulator(
+            kube, registry=registry_server, fail=fail.fails if fail else None
+        )
+    for simulator in simulators.running():
         simulator.start()
-    return kpack, kubelet, cert_manager, jobs
+    return simulators
 
 
 # -- the sample application ----------------------------------------------------------------------
@@ -632,9 +663,7 @@ class Stack:
         self.registry_server: RegistryServer | None = None
         self.kube: Kube | None = None
         self.platform: Platform | None = None
-        self.simulators: list[
-            KpackSimulator | KubeletSimulator | CertManagerSimulator | JobSimulator
-        ] = []
+        self.simulators: Simulators | None = None
         self.operator: OperatorProcess | None = None
         self.project: JSON | None = None
 
@@ -652,10 +681,20 @@ class Stack:
 
         progress("control plane: looking for kube-apiserver, etcd and kubectl")
         assets = find_or_build_assets(progress=lambda line: progress(f"control plane: {line}"))
-        plane = ControlPlane(assets=assets, workdir=self.run_dir / "control-plane")
+        no_node = why_no_node(assets)
+        plane = ControlPlane(
+            assets=assets, workdir=self.run_dir / "control-plane", node=no_node is None
+        )
         self.control_plane = plane
         plane.start()
         progress(f"control plane: etcd, kube-apiserver, kube-controller-manager at {plane.server}")
+        if plane.node is not None:
+            progress(
+                "node: containerd, runc, kubelet, kube-proxy and kube-scheduler; pods run for real "
+                f"(network namespace {plane.node.netns.name})"
+            )
+        else:
+            progress(f"node: none on this machine ({no_node}); the kubelet is SIMULATED")
         install_crds(plane)
         progress("control plane: Kapsa's CRDs and the kpack and cert-manager kinds installed")
         self.kube = Kube.from_kubeconfig(str(plane.kubeconfig))
@@ -665,7 +704,7 @@ class Stack:
         commit = git.create_repo(self.project_name, files=sample_files())
         progress(
             f"git server: {git.url_for(self.project_name)} holds the sample app "
-            f"(Python, Procfile, buildpacks) at {commit[:7]}"
+            f"(a Procfile, built with buildpacks) at {commit[:7]}"
         )
 
         registry = RegistryServer(
@@ -673,21 +712,30 @@ class Stack:
         )
         registry.start()
         self.registry_server = registry
+        if plane.node is not None:
+            plane.node.trust_registry(port=registry.port, tls=registry.tls)
         progress(f"registry: docker-registry at {registry.url} (htpasswd login)")
 
-        self.simulators = list(
-            start_simulators(self.kube, registry_server=registry, fail=CommitMessageFailPolicy(git))
+        self.simulators = start_simulators(
+            self.kube,
+            registry_server=registry,
+            git_server=git,
+            node=plane.node is not None,
+            fail=CommitMessageFailPolicy(git),
         )
         progress(
-            "SIMULATOR kpack: 'builds' each Image by pushing a tiny real image to the registry; "
-            "a commit whose message says BUILD-FAILS: <why> fails with <why>"
+            "SIMULATOR kpack: builds each Image's commit into a runnable image (busybox, the "
+            "repository's files, its Procfile's web process) and pushes it to the registry; a "
+            "commit whose message says BUILD-FAILS: <why> fails with <why>"
         )
-        progress("SIMULATOR kubelet: reports every Deployment's pods ready (no containers run)")
+        if self.simulators.kubelet is not None:
+            progress("SIMULATOR kubelet: reports every Deployment's pods ready (no containers run)")
         progress("SIMULATOR cert-manager: marks every ClusterIssuer Ready")
-        progress(
-            "SIMULATOR build Jobs: a Dockerfile build pushes a tiny real image to its tag and "
-            "completes (or fails, by the same BUILD-FAILS: rule)"
-        )
+        if self.simulators.jobs is not None:
+            progress(
+                "SIMULATOR build Jobs: a Dockerfile build pushes a tiny real image to its tag and "
+                "completes (or fails, by the same BUILD-FAILS: rule)"
+            )
 
         self.operator = OperatorProcess(
             kubeconfig=plane.kubeconfig,
@@ -749,9 +797,9 @@ class Stack:
         if self.operator is not None:
             self.operator.stop()
             self.operator = None
-        for simulator in self.simulators:
-            simulator.stop()
-        self.simulators = []
+        if self.simulators is not None:
+            self.simulators.stop()
+            self.simulators = None
         if self.registry_server is not None:
             self.registry_server.stop()
             self.registry_server = None

@@ -73,6 +73,10 @@ PROJECT_SPEC: dict[str, Any] = {
         "replicas": 2,
         "env": [{"name": "LOG_LEVEL", "value": "debug"}],
         "healthPath": "/healthz",
+        "resources": {
+            "requests": {"cpu": "50m", "memory": "96Mi"},
+            "limits": {"cpu": "500m", "memory": "384Mi"},
+        },
         "rolloutDeadline": "15m",
     },
     "environments": [

@@ -1,4 +1,4 @@
-"""The platform every flow test stands on: a verified Registry, a ready DomainPool, simulators.
+"""The platform every flow test stands on: a verified Registry, a ready DomainPool, SIMULATORS.
 
 The same assembly as `kapsa sandbox` (kapsa.sandbox.stack), with the admin's objects from
 deploy/examples pointed at the local registry.
@@ -7,36 +7,25 @@ deploy/examples pointed at the local registry.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from kapsa.controlplane import ControlPlane
-from kapsa.k8s.client import JSON, Kube
+from kapsa.k8s.client import Kube
 from kapsa.sandbox import stack
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from kapsa.sandbox.simulators import CommitMessageFailPolicy, KpackSimulator, KubeletSimulator
+from kapsa.sandbox.simulators import CommitMessageFailPolicy, KpackSimulator
 from tests.e2e.harness import REGISTRY, OperatorProcess, get, remove_all_projects
 from tests.waiting import wait_until
-
-
-@dataclass
-class ReadinessPolicy:
-    """Which images the kubelet SIMULATOR never makes ready."""
-
-    never: set[str] = field(default_factory=set)
-
-    def __call__(self, deployment: JSON) -> bool:
-        return deployment["spec"]["template"]["spec"]["containers"][0]["image"] in self.never
 
 
 @dataclass
 class Platform:
     kube: Kube
     kpack: KpackSimulator
-    kubelet: KubeletSimulator
     names: stack.Platform
 
 
@@ -46,27 +35,26 @@ def build_policy(git_server: GitServer) -> CommitMessageFailPolicy:
 
 
 @pytest.fixture(scope="session")
-def readiness_policy() -> ReadinessPolicy:
-    return ReadinessPolicy()
-
-
-@pytest.fixture(scope="session")
 def platform(
     control_plane: ControlPlane,
     registry_server: RegistryServer,
+    git_server: GitServer,
     build_policy: CommitMessageFailPolicy,
-    readiness_policy: ReadinessPolicy,
 ) -> Iterator[Platform]:
-    """The admin's objects (deploy/examples, on the local registry) and the simulators."""
+    """The admin's objects (deploy/examples, on the local registry) and the SIMULATORS.
+
+    The node pulls from the local registry with the pods' pull secrets, as a cluster would.
+    """
     names = stack.apply_platform(control_plane, registry_server)
     assert names.registry == REGISTRY
+    assert control_plane.node is not None
+    control_plane.node.trust_registry(port=registry_server.port, tls=registry_server.tls)
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
-    kpack, kubelet, cert_manager, jobs = stack.start_simulators(
-        kube, registry_server=registry_server, fail=build_policy, never_ready=readiness_policy
+    simulators = stack.start_simulators(
+        kube, registry_server=registry_server, git_server=git_server, node=True, fail=build_policy
     )
-    yield Platform(kube=kube, kpack=kpack, kubelet=kubelet, names=names)
-    for simulator in (kpack, kubelet, cert_manager, jobs):
-        simulator.stop()
+    yield Platform(kube=kube, kpack=simulators.kpack, names=names)
+    simulators.stop()
 
 
 @pytest.fixture

@@ -24,6 +24,8 @@ REGISTRY = "harbor"
 DOMAIN_POOL = "apps"
 CLUSTER_ISSUER = "letsencrypt-prod"
 BASE_DOMAIN = "apps.corp.com"
+#: The sandbox's sample app: a repository the simulated buildpacks build into an image that runs.
+SAMPLE_APP = stack.sample_files()
 
 
 class OperatorProcess(stack.OperatorProcess):
@@ -108,6 +110,13 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
         if entry["type"] == type_:
             return dict(entry)
     return {}
+
+
+def answer(control_plane: ControlPlane, namespace: str, service: str, path: str = "/") -> str:
+    """What an environment's app answers through its Service, from the node's own network."""
+    assert control_plane.node is not None, "the suite runs a real node"
+    cluster_ip = get(control_plane, "-n", namespace, "service", service)["spec"]["clusterIP"]
+    return control_plane.node.fetch(f"http://{cluster_ip}{path}")
 
 
 def history(ledger_url: str, project: str) -> list[Entry]:

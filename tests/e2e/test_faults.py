@@ -17,6 +17,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     assert_chain,
     assert_ledger_clean,
@@ -43,7 +44,7 @@ def test_killed_at_every_transition_step_converges_without_loss(
     tmp_path: Path,
 ) -> None:
     name = f"fault-{point}"
-    first = git_server.create_repo(name, files={"app.py": "print(1)\n"})
+    first = git_server.create_repo(name, files={**SAMPLE_APP, "app.py": "print(1)\n"})
     control_plane.kubectl(
         "apply",
         "-f",

@@ -9,7 +9,9 @@ from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.simulators import CommitMessageFailPolicy
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
+    answer,
     condition,
     get,
     history,
@@ -20,7 +22,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n", "requirements.txt": "flask\n"}
+APP = SAMPLE_APP
 
 
 def _deploy(
@@ -72,10 +74,17 @@ def test_first_deployment_creates_everything_the_diagram_shows(
     namespace = get(control_plane, "namespace", name)
     assert namespace["metadata"]["ownerReferences"][0]["uid"] == project["metadata"]["uid"]
     account = get(control_plane, "-n", name, "serviceaccount", "kapsa-builder")
-    assert account["secrets"] == [{"name": "kapsa-registry"}]
+    assert {"name": "kapsa-registry"} in account["secrets"]
     pushed = get(control_plane, "-n", name, "secret", "kapsa-registry")
     config = base64.b64decode(pushed["data"][".dockerconfigjson"]).decode()
     assert registry_server.server in config
+    # The apps' own identity: a pull secret for the kubelet, no push credentials, no API token.
+    app_account = get(control_plane, "-n", name, "serviceaccount", "kapsa-app")
+    assert app_account["imagePullSecrets"] == [{"name": "kapsa-registry-pull"}]
+    assert app_account["automountServiceAccountToken"] is False
+    pull = get(control_plane, "-n", name, "secret", "kapsa-registry-pull")
+    assert pull["type"] == "kubernetes.io/dockerconfigjson"
+    assert "kpack.io/docker" not in (pull["metadata"].get("annotations") or {})
 
     image = get(control_plane, "-n", name, "image.kpack.io", f"{name}-main")
     assert image["spec"]["source"]["git"] == {"url": git_server.url_for(name), "revision": commit}
@@ -95,9 +104,25 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         assert environment["status"]["commit"] == commit
         assert environment["status"]["url"] == f"https://{env}.{name}.apps.corp.com"
         deployment = get(control_plane, "-n", name, "deployment", env)
-        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        pod_spec = deployment["spec"]["template"]["spec"]
+        container = pod_spec["containers"][0]
         assert container["image"] == built
         assert container["ports"][0]["containerPort"] == 8080
+        assert pod_spec["serviceAccountName"] == "kapsa-app"
+        assert pod_spec["automountServiceAccountToken"] is False
+        assert pod_spec["securityContext"]["runAsNonRoot"] is True
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        assert container["resources"] == {
+            "requests": {"cpu": "25m", "memory": "64Mi"},
+            "limits": {"memory": "256Mi"},
+        }
+        # The app really runs: pulled with the pull secret, ready by the kubelet's probe, and
+        # reached through its Service, answering with the commit it was built from.
+        assert answer(control_plane, name, env) == f"Hello from Kapsa\ncommit: {commit}\n"
+        pods = get(control_plane, "-n", name, "pods", "-l", f"kapsa.io/environment={env}")
+        assert [p["status"]["phase"] for p in pods["items"]] == ["Running"]
+        assert not any(v.get("secret") for v in pods["items"][0]["spec"].get("volumes", []))
         assert deployment["metadata"]["ownerReferences"][0]["uid"] == environment["metadata"]["uid"]
         service = get(control_plane, "-n", name, "service", env)
         assert service["spec"]["ports"][0]["targetPort"] == 8080
@@ -134,7 +159,7 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
     first = _deploy(control_plane, git_server, operator, name)
     prod_image = get(control_plane, "-n", name, "environment", "prod")["status"]["image"]
 
-    second = git_server.commit(name, branch="main", files={"app.py": "print('v2')\n"})
+    second = git_server.commit(name, branch="main", files={"greeting.txt": "Hello again\n"})
     wait_until(
         lambda: (
             status_of(control_plane, "-n", name, "environment", "dev").get("commit") == second
@@ -158,6 +183,8 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"] == dev["status"]["image"]
     )
     assert deployment["spec"]["template"]["metadata"]["annotations"]["kapsa.io/commit"] == second
+    assert answer(control_plane, name, "dev") == f"Hello again\ncommit: {second}\n"
+    assert answer(control_plane, name, "prod") == f"Hello from Kapsa\ncommit: {first}\n"
     rows = history(operator_ledger, name)
     assert moves(rows, kind="Environment", name="dev")[-2:] == [
         ("Running", "Deploying", "rollout_started"),
@@ -207,7 +234,7 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
     assert failed_row.commit == bad
     assert "npm install failed" in failed_row.message
 
-    fixed = git_server.commit(name, branch="main", files={"app.py": "print('fixed')\n"})
+    fixed = git_server.commit(name, branch="main", files={"greeting.txt": "Fixed\n"})
     wait_until(
         lambda: (
             status_of(control_plane, "-n", name, "environment", "dev").get("commit") == fixed
@@ -216,6 +243,7 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
         timeout=60,
         message=lambda: "recovered on the next commit\n" + operator.tail(),
     )
+    assert answer(control_plane, name, "dev") == f"Fixed\ncommit: {fixed}\n"
     assert moves(history(operator_ledger, name), kind="Project", name=name)[-3:] == [
         ("Failed", "Building", "build_started"),
         ("Building", "Deploying", "build_succeeded"),

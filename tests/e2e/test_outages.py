@@ -20,6 +20,7 @@ from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.harness import (
     CLUSTER_ISSUER,
     DOMAIN_POOL,
+    SAMPLE_APP,
     OperatorProcess,
     assert_ledger_clean,
     condition,
@@ -34,7 +35,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n"}
+APP = SAMPLE_APP
 ENVS = [
     {"name": "dev", "branch": "main", "autoSync": True},
     {"name": "prod", "branch": "main", "autoSync": False},

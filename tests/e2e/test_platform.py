@@ -23,7 +23,7 @@ from kapsa.reconcile.platform import RECHECK_FAILED
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from tests.e2e.conftest import Platform
-from tests.e2e.harness import OperatorProcess, condition, get, project_yaml
+from tests.e2e.harness import SAMPLE_APP, OperatorProcess, condition, get, project_yaml
 from tests.plugins.cluster import service_account_token
 from tests.waiting import wait_until
 
@@ -372,7 +372,7 @@ def test_the_operator_does_its_work_with_only_the_rights_the_install_gives_it(
         extra=["--kubeconfig", str(kubeconfig)],
     ).start()
     name = "t5-least-rights"
-    git_server.create_repo(name, files={"app.py": "print('hi')\n", "requirements.txt": ""})
+    git_server.create_repo(name, files=SAMPLE_APP)
     try:
         created.append(("project", name))
         control_plane.kubectl(

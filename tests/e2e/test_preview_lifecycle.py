@@ -14,6 +14,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.reconcile.previews import matches
 from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     assert_chain,
     assert_ledger_clean,
@@ -24,7 +25,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n"}
+APP = SAMPLE_APP
 STANDARD = [{"name": "dev", "branch": "main", "autoSync": True}]
 
 

@@ -9,6 +9,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     condition,
     get,
@@ -18,7 +19,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n"}
+APP = SAMPLE_APP
 STANDARD = [{"name": "dev", "branch": "main", "autoSync": True}]
 
 

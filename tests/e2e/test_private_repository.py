@@ -19,6 +19,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.githttp import GitHttpServer
 from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     condition,
     get,
@@ -32,7 +33,7 @@ from tests.waiting import wait_until
 
 NAMESPACE = "kapsa-system"
 USERNAME = "kapsa-deploy"
-APP = {"app.py": "print('private')\n", "requirements.txt": "flask\n"}
+APP = SAMPLE_APP
 
 
 @pytest.fixture

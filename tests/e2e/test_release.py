@@ -19,11 +19,11 @@ from kapsa.reconcile.project import environment_manifest
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.stack import KAPSA
-from tests.e2e.conftest import Platform, ReadinessPolicy
-from tests.e2e.harness import OperatorProcess, condition, get, history, project_yaml
+from tests.e2e.conftest import Platform
+from tests.e2e.harness import SAMPLE_APP, OperatorProcess, condition, get, history, project_yaml
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('v1')\n"}
+APP = SAMPLE_APP
 DEV_AND_PROD = [
     {"name": "dev", "branch": "main", "autoSync": True},
     {"name": "prod", "branch": "main", "autoSync": False},
@@ -358,10 +358,8 @@ def test_rollback_is_refused_with_the_reason_and_nothing_running_changes(
 def test_a_rollout_that_misses_its_deadline_rolls_back_by_itself(
     control_plane: ControlPlane,
     git_server: GitServer,
-    registry_server: RegistryServer,
     operator: OperatorProcess,
     operator_ledger: str,
-    readiness_policy: ReadinessPolicy,
 ) -> None:
     name = "radio"
     first = _deploy(
@@ -374,17 +372,8 @@ def test_a_rollout_that_misses_its_deadline_rolls_back_by_itself(
     )
     image_a = _status(control_plane, name, "dev")["image"]
 
-    # Prepare the bad commit off main, mark its image never ready, then move main to it: the
-    # kubelet simulator must know before the first Deployment update can reach it.
-    git_server.create_branch(name, "staging")
-    bad = git_server.commit(name, branch="staging", files={"app.py": "crash()\n"})
-    digest = registry_server.put_image(repository=f"apps/{name}", tag=bad[:7])
-    bad_image = f"{registry_server.server}/apps/{name}@{digest}"
-    readiness_policy.never.add(bad_image)
-    subprocess.run(
-        ["git", "--git-dir", str(git_server.path_for(name)), "update-ref", "refs/heads/main", bad],
-        check=True,
-    )
+    # A commit whose app exits at start: its pods never become ready on the real node.
+    bad = git_server.commit(name, branch="main", files={"serve.sh": "exit 3\n"})
 
     def rolled_back() -> dict[str, Any]:
         status = _status(control_plane, name, "dev")

@@ -11,6 +11,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     assert_ledger_clean,
     condition,
@@ -25,7 +26,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n"}
+APP = SAMPLE_APP
 ENVS = [
     {"name": "dev", "branch": "main", "autoSync": True},
     {"name": "prod", "branch": "main", "autoSync": False},

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     project_yaml,
     status_of,
@@ -32,7 +33,7 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
     operator: OperatorProcess,
 ) -> None:
     name = "hooked"
-    first = git_server.create_repo(name, files={"app.py": "print(1)\n"})
+    first = git_server.create_repo(name, files={**SAMPLE_APP, "app.py": "print(1)\n"})
     control_plane.kubectl(
         "-n",
         "kapsa-system",

@@ -1,9 +1,11 @@
 """The real control plane for the suite: one per session, a fresh namespace per test.
 
-The session starts kube-apiserver, etcd and the controller manager once (a few seconds once the
-binaries are cached) and installs Kapsa's CRDs from `crds/` plus the third-party kinds Kapsa
-drives (kpack Image, cert-manager ClusterIssuer), so tests only ever create objects. Tests that
-use it are marked `cluster`, so `pytest -m "not cluster"` runs without a control plane.
+The session starts kube-apiserver, etcd, the controller manager with every controller, and one
+real node (containerd, kubelet, kube-proxy, kube-scheduler in a network namespace of the run's
+own) once, in about half a minute once the binaries are cached, and installs Kapsa's CRDs from
+`crds/` plus the third-party kinds Kapsa drives (kpack Image, cert-manager ClusterIssuer), so
+tests only ever create objects. Tests that use it are marked `cluster`, so
+`pytest -m "not cluster"` runs without a control plane.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ def install_crds(control_plane: ControlPlane, files: list[Path]) -> None:
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     """A started control plane with every CRD the suite needs installed."""
     plane = ControlPlane(
-        assets=find_or_build_assets(), workdir=tmp_path_factory.mktemp("control-plane")
+        assets=find_or_build_assets(), workdir=tmp_path_factory.mktemp("control-plane"), node=True
     )
     with plane:
         install_crds(plane, sorted(KAPSA_CRDS.glob("kapsa.io_*.yaml")) + thirdparty_crd_files())

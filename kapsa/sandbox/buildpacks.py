@@ -1,0 +1,62 @@
+"""SIMULATOR of what kpack's buildpacks make of a repository: an image that runs its Procfile.
+
+kpack's controller and its builder images cannot run on these machines, so the kpack simulator
+uses this to produce a real, runnable image from the commit it is asked to build: a static
+busybox userland, the repository's files in /workspace (where buildpacks put the app), the
+`web` process of the Procfile as the entrypoint, and an unprivileged user, as the Procfile
+buildpack's output would have. A repository without a Procfile fails detection, as it would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+from kapsa.controlplane.images import Image, Layer, busybox_userland
+from kapsa.errors import BuildError
+
+WORKSPACE = "/workspace"
+APP_USER = 1000
+
+
+def web_process(tree: Path) -> str:
+    """The Procfile's `web` command, as the Procfile buildpack reads it."""
+    procfile = tree / "Procfile"
+    if not procfile.is_file():
+        raise BuildError("ERROR: No buildpack groups passed detection (no Procfile)")
+    for line in procfile.read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == "web" and command.strip():
+            return command.strip()
+    raise BuildError("ERROR: the Procfile has no web process")
+
+
+def buildpack_image(tree: Path, *, labels: dict[str, str] | None = None) -> Image:
+    command = web_process(tree)
+    return Image.build(
+        layers=[busybox_userland(user_id=APP_USER), Layer().tree(tree, under=WORKSPACE)],
+        entrypoint=["/bin/sh", "-c", command],
+        user=str(APP_USER),
+        workdir=WORKSPACE,
+        labels=labels,
+    )
+
+
+def image_of_commit(git_dir: Path, revision: str, *, labels: dict[str, str]) -> Image:
+    """Build the image of `revision` in the bare repository `git_dir`."""
+    with tempfile.TemporaryDirectory(prefix="kapsa-buildpacks-") as folder:
+        archive = Path(folder) / "source.tar"
+        done = subprocess.run(
+            ["git", "--git-dir", str(git_dir), "archive", "-o", str(archive), revision],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BuildError(f"cannot read {revision}: {done.stderr.strip()}")
+        tree = Path(folder) / "tree"
+        with tarfile.open(archive) as tar:
+            tar.extractall(tree, filter="data")
+        return buildpack_image(tree, labels=labels)

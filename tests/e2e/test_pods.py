@@ -1,0 +1,287 @@
+"""What a user's app meets on the real node: pulls, probes, Secrets, rollovers and failures.
+
+Every Environment here runs real pods (containerd, runc, the kubelet), so "Running" is judged by
+the kubelet's probes and checked by asking the app itself, through its Service.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kapsa.controlplane import ControlPlane
+from kapsa.errors import ControlPlaneError
+from kapsa.sandbox.gitserver import GitServer
+from kapsa.sandbox.registryserver import RegistryServer
+from tests.e2e.conftest import Platform
+from tests.e2e.harness import (
+    SAMPLE_APP,
+    OperatorProcess,
+    answer,
+    condition,
+    get,
+    project_yaml,
+    remove_all_projects,
+    status_of,
+    wait_for_commit,
+)
+from tests.waiting import wait_until
+
+PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff")
+
+
+def _apply(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    name: str,
+    *,
+    app: dict[str, object],
+    files: dict[str, str] | None = None,
+    environment: dict[str, object] | None = None,
+    registry: str | None = None,
+) -> str:
+    commit = git_server.create_repo(name, files={**SAMPLE_APP, **(files or {})})
+    extra: dict[str, object] = {"app": app}
+    manifest = project_yaml(
+        name=name,
+        url=git_server.url_for(name),
+        environments=[{"name": "dev", "branch": "main", "autoSync": True, **(environment or {})}],
+        extra_spec=extra,
+    )
+    if registry is not None:
+        manifest = manifest.replace("name: harbor", f"name: {registry}")
+    control_plane.kubectl("apply", "-f", "-", input=manifest)
+    return commit
+
+
+def _ready(control_plane: ControlPlane, name: str) -> dict[str, object]:
+    return condition(get(control_plane, "-n", name, "environment", "dev"), "Ready")
+
+
+def test_a_two_replica_rollout_always_answers_and_the_old_pods_go(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    name = "relay"
+    first = _apply(
+        control_plane,
+        git_server,
+        name,
+        app={"port": 8080, "replicas": 2, "healthPath": "/healthz", "rolloutDeadline": "60s"},
+    )
+    wait_for_commit(control_plane, name, "dev", first, operator)
+
+    answers: Counter[str] = Counter()
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        deadline = time.monotonic() + 120  # bounded: the loop ends by itself
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                answers[answer(control_plane, name, "dev").splitlines()[-1]] += 1
+            except ControlPlaneError as error:
+                failures.append(str(error))
+            time.sleep(0.05)
+
+    asker = threading.Thread(target=ask)
+    asker.start()
+    try:
+        second = git_server.commit(name, branch="main", files={"greeting.txt": "Second\n"})
+        wait_for_commit(control_plane, name, "dev", second, operator, timeout=90)
+    finally:
+        stop.set()
+        asker.join()
+
+    assert failures == []
+    assert answers[f"commit: {first}"] > 0 and answers[f"commit: {second}"] > 0
+    image = status_of(control_plane, "-n", name, "environment", "dev")["image"]
+
+    def only_new_pods() -> bool:
+        pods = get(control_plane, "-n", name, "pods", "-l", "kapsa.io/environment=dev")
+        images = [p["spec"]["containers"][0]["image"] for p in pods["items"]]
+        return images == [image, image]
+
+    wait_until(only_new_pods, timeout=60, message="the old ReplicaSet's pods gone")
+    assert answer(control_plane, name, "dev") == f"Second\ncommit: {second}\n"
+
+
+def test_secrets_arrive_as_variables_and_a_late_secret_is_picked_up(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    name = "vault"
+    commit = _apply(
+        control_plane,
+        git_server,
+        name,
+        app={"port": 8080},
+        environment={"secretRefs": [{"name": "app-config"}]},
+    )
+    wait_until(
+        lambda: _ready(control_plane, name).get("reason") == "SecretNotFound",
+        timeout=60,
+        message=lambda: "dev waiting for its Secret\n" + operator.tail(),
+    )
+    time.sleep(3)  # waiting a while makes the operator look less often, as it would for a user
+    control_plane.kubectl(
+        "-n",
+        name,
+        "create",
+        "secret",
+        "generic",
+        "app-config",
+        "--from-literal=DATABASE_URL=postgres://db.internal/app",
+        "--from-literal=API_TOKEN=not-for-kapsa-to-see",
+    )
+    # Nothing else changes: no watch event of Kapsa's own, no resync (30 s here) in time.
+    wait_for_commit(control_plane, name, "dev", commit, operator, timeout=20)
+    names = answer(control_plane, name, "dev", "/env").split()
+    assert {"DATABASE_URL", "API_TOKEN", "PORT", "KAPSA_COMMIT"} <= set(names)
+    assert "postgres://db.internal/app" not in answer(control_plane, name, "dev", "/env")
+
+
+def test_an_app_that_exits_at_start_reports_the_kubelets_reason(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    name = "crashy"
+    _apply(
+        control_plane,
+        git_server,
+        name,
+        app={"port": 8080, "rolloutDeadline": "20s"},
+        files={"serve.sh": "echo starting; exit 3\n"},
+    )
+    wait_until(
+        lambda: _ready(control_plane, name).get("reason") in ("CrashLoopBackOff", "Error"),
+        timeout=60,
+        message=lambda: f"dev reporting the crash: {_ready(control_plane, name)}",
+    )
+    assert "exit code 3" in str(_ready(control_plane, name)["message"])
+    wait_until(
+        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed",
+        timeout=60,
+        message=lambda: "dev Failed after its deadline\n" + operator.tail(),
+    )
+    status = status_of(control_plane, "-n", name, "environment", "dev")
+    assert "CrashLoopBackOff" in status["message"] or "Error" in status["message"]
+    assert "exit code 3" in status["message"]
+
+
+def test_a_probe_that_never_passes_is_reported_with_the_probes_words(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    name = "unready"
+    _apply(
+        control_plane,
+        git_server,
+        name,
+        app={"port": 8080, "healthPath": "/ready", "rolloutDeadline": "15s"},
+    )
+    wait_until(
+        lambda: "statuscode: 404" in str(_ready(control_plane, name).get("message")),
+        timeout=60,
+        message=lambda: f"dev reporting the probe: {_ready(control_plane, name)}",
+    )
+    assert _ready(control_plane, name)["reason"] == "Unhealthy"
+    wait_until(
+        lambda: status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed",
+        timeout=60,
+        message=lambda: "dev Failed after its deadline\n" + operator.tail(),
+    )
+    assert (
+        "Readiness probe failed"
+        in status_of(control_plane, "-n", name, "environment", "dev")["message"]
+    )
+
+
+@pytest.fixture
+def untrusted_registry(
+    control_plane: ControlPlane,
+    tls_registry_server: RegistryServer,
+    platform: Platform,
+) -> Iterator[str]:
+    """A Registry whose CA the operator and the builder trust but the node does not."""
+    tls = tls_registry_server
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "create",
+        "secret",
+        "docker-registry",
+        "private-ca-push",
+        f"--docker-server={tls.server}",
+        f"--docker-username={tls.username}",
+        f"--docker-password={tls.password}",
+    )
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=f"""
+apiVersion: kapsa.io/v1alpha1
+kind: Registry
+metadata: {{name: private-ca}}
+spec:
+  server: "{tls.server}"
+  credentialsSecretRef: {{name: private-ca-push, namespace: kapsa-system}}
+""",
+    )
+    platform.kpack.registries[tls.server] = tls
+    assert control_plane.node is not None
+    control_plane.node.expose(tls.port)  # reachable, but its certificate is not trusted
+    yield "private-ca"
+    del platform.kpack.registries[tls.server]
+    control_plane.kubectl("delete", "registry", "private-ca")
+    control_plane.kubectl("-n", "kapsa-system", "delete", "secret", "private-ca-push")
+
+
+def test_an_image_the_node_cannot_pull_is_reported_with_the_pull_error(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    tls_registry_server: RegistryServer,
+    untrusted_registry: str,
+    tmp_path: Path,
+) -> None:
+    assert tls_registry_server.ca_bundle is not None
+    operator = OperatorProcess(
+        control_plane=control_plane,
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        workdir=tmp_path,
+        extra=["--no-leader-elect", "--registry-ca-bundle", tls_registry_server.ca_bundle],
+    ).start()
+    try:
+        name = "pullfail"
+        _apply(
+            control_plane,
+            git_server,
+            name,
+            app={"port": 8080, "rolloutDeadline": "20s"},
+            registry=untrusted_registry,
+        )
+        wait_until(
+            lambda: (
+                _ready(control_plane, name).get("reason") in ("ErrImagePull", "ImagePullBackOff")
+            ),
+            timeout=90,
+            message=lambda: (
+                f"dev reporting the pull: {_ready(control_plane, name)}\n" + operator.tail()
+            ),
+        )
+        message = str(_ready(control_plane, name)["message"])
+        assert tls_registry_server.server in message
+        wait_until(
+            lambda: (
+                status_of(control_plane, "-n", name, "environment", "dev").get("phase") == "Failed"
+            ),
+            timeout=60,
+            message=lambda: "dev Failed after its deadline\n" + operator.tail(),
+        )
+        failed = status_of(control_plane, "-n", name, "environment", "dev")["message"]
+        assert any(reason in failed for reason in PULL_ERRORS)
+        remove_all_projects(control_plane, operator)
+    finally:
+        operator.stop()
