@@ -39,7 +39,7 @@ def matches(branch: str, *, include: list[str], exclude: list[str]) -> bool:
 
 
 #: Waiting previews listed in status.previews at most; the PreviewsCapped condition counts all.
-MAX_WAITING_SHOWN = 50
+MAX_WAITING_SHOWN = 100
 
 
 class PreviewReconciler:

@@ -298,9 +298,14 @@ def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
     status small, and its namespace carries the platform's quota."""
     name = "bounded"
     commit = git_server.create_repo(name, files=APP)
-    branches = 60
-    for index in range(branches):
-        git_server.create_branch(name, f"feature/{index:03d}")
+    branches = 150
+    lines = "".join(f"create refs/heads/feature/{i:03d} {commit}\n" for i in range(branches))
+    subprocess.run(
+        ["git", "-C", str(git_server.path_for(name)), "update-ref", "--stdin"],
+        input=lines,
+        text=True,
+        check=True,
+    )
     huge = "99999999999999h"
     control_plane.kubectl(
         "apply",
@@ -332,7 +337,7 @@ def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
     assert (raised["status"], raised["reason"]) == ("True", "BelowMinimum")
     assert "1ms" in raised["message"]
     assert f"{branches} branches wait" in condition(project, "PreviewsCapped")["message"]
-    assert len(project["status"]["previews"]) == 50
+    assert len(project["status"]["previews"]) == 100
     assert all(p["waiting"] for p in project["status"]["previews"])
 
     quota = get(control_plane, "-n", name, "resourcequota", "kapsa-quota")
@@ -342,7 +347,7 @@ def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
     for owned in (quota, limits):
         assert owned["metadata"]["ownerReferences"][0]["uid"] == project["metadata"]["uid"]
     assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
-    _report(6, "pollInterval 1ms, overflowing durations, 60 waiting previews", refused_as="clamp")
+    _report(6, "pollInterval 1ms, overflowing durations, 150 waiting previews", refused_as="clamp")
 
 
 @pytest.mark.parametrize(
