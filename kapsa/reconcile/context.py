@@ -47,19 +47,12 @@ class Settings:
     reserved_namespaces: frozenset[str] = frozenset()
     """Names no Project may take as its namespace, beyond the system ones and Kapsa's own."""
     reserved_namespace_prefixes: tuple[str, ...] = ("kube-", "openshift-")
-    namespace_quota: tuple[tuple[str, str], ...] = (
-        ("pods", "50"),
-        ("services", "30"),
-        ("requests.cpu", "8"),
-        ("requests.memory", "16Gi"),
-        ("limits.cpu", "16"),
-        ("limits.memory", "32Gi"),
-        ("persistentvolumeclaims", "10"),
-    )
-    """The ResourceQuota of every Project namespace (empty: none)."""
-    container_limits: tuple[tuple[str, str], ...] = (("cpu", "2"), ("memory", "2Gi"))
-    """Limits the LimitRange gives containers that set none (empty: no LimitRange)."""
-    container_requests: tuple[tuple[str, str], ...] = (("cpu", "100m"), ("memory", "256Mi"))
+    namespace_quota: tuple[tuple[str, str], ...] = ()
+    """The ResourceQuota of every Project namespace (none when empty); the platform's values
+    are the operator's --namespace-quota flags in deploy/kapsa-operator.yaml."""
+    container_limits: tuple[tuple[str, str], ...] = ()
+    """Limits the LimitRange gives containers that set none (no LimitRange when empty)."""
+    container_requests: tuple[tuple[str, str], ...] = ()
     """Requests the LimitRange gives containers that set none."""
 
 

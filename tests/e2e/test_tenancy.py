@@ -21,6 +21,7 @@ import yaml
 
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
+from tests.deploy.layout import OPERATOR_MANIFEST
 from tests.e2e.harness import (
     OperatorProcess,
     condition,
@@ -58,6 +59,15 @@ def other_team(control_plane: ControlPlane) -> Iterator[str]:
     )
     yield namespace
     control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def operator_flags() -> list[str]:
+    """The quota and container defaults deploy/kapsa-operator.yaml gives the operator."""
+    manifest = yaml.safe_load_all(OPERATOR_MANIFEST.read_text())
+    deployment = next(d for d in manifest if d and d["kind"] == "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    return [a for a in args if a.startswith(("--namespace-quota", "--container-"))]
 
 
 def _report(attack: int, what: str, *, refused_as: str, rows: int = 0, secrets: int = 0) -> None:
