@@ -23,6 +23,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from tests.deploy.layout import OPERATOR_MANIFEST
 from tests.e2e.harness import (
+    SAMPLE_APP,
     OperatorProcess,
     condition,
     get,
@@ -35,7 +36,7 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n"}
+APP = SAMPLE_APP
 ENVS = [{"name": "dev", "branch": "main", "autoSync": True}]
 #: A value of the other team's Secret: it must never show up anywhere the attacker can read.
 OTHER_TOKEN = "other-teams-token-0f4c1"
