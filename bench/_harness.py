@@ -38,6 +38,7 @@ from kapsa.k8s.resources import DOMAIN_POOL, REGISTRY, ResourceType
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.stack import (
+    SIMULATED_CONTROLLERS,
     Platform,
     Simulators,
     apply_platform,
@@ -216,28 +217,20 @@ def yaml_of(docs: list[JSON]) -> str:
 # -- the stack -------------------------------------------------------------------------------
 
 
-#: ControlPlane serves 10.0.0.0/24 (253 Service IPs): one Service per Environment caps a run at
-#: 253 Environments. The bench widens it to /16; kapsa/controlplane/cluster.py should too.
-SERVICE_RANGE = ("--service-cluster-ip-range=10.0.0.0/24", "--service-cluster-ip-range=10.0.0.0/16")
-
-
-class WideControlPlane(ControlPlane):
-    """The same control plane, with room for 65,000 Services."""
-
-    def _spawn(self, *, name: str, argv: list[str]) -> Any:
-        return super()._spawn(
-            name=name, argv=[SERVICE_RANGE[1] if a == SERVICE_RANGE[0] else a for a in argv]
-        )
-
-
 class Stack:
-    """Control plane, git server, registry, platform objects and SIMULATORS; no operator."""
+    """Control plane, git server, registry, platform objects and SIMULATORS; no operator.
 
-    def __init__(self, workdir: Path) -> None:
+    With `node`, a real node runs the pods and the kubelet is not simulated.
+    """
+
+    def __init__(self, workdir: Path, *, node: bool = False) -> None:
         self.workdir = workdir
         self.source = snapshot_source(workdir / "src")
-        self.plane = WideControlPlane(
-            assets=find_or_build_assets(), workdir=workdir / "control-plane"
+        self.plane = ControlPlane(
+            assets=find_or_build_assets(),
+            workdir=workdir / "control-plane",
+            node=node,
+            controllers_off=SIMULATED_CONTROLLERS,
         )
         self.git = GitServer(workdir / "git")
         self.registry = RegistryServer(
@@ -254,13 +247,15 @@ class Stack:
         self.kube = Kube.from_kubeconfig(str(self.plane.kubeconfig))
         self.git.start()
         self.registry.start()
+        if self.plane.node is not None:
+            self.plane.node.trust_registry(port=self.registry.port, tls=self.registry.tls)
         self.platform = apply_platform(self.plane, self.registry)
         # The SIMULATORS get a client of their own, so the bench's counts stay apart.
         self.simulators = start_simulators(
             Kube.from_kubeconfig(str(self.plane.kubeconfig)),
             registry_server=self.registry,
             git_server=self.git,
-            node=False,
+            node=self.plane.node is not None,
         )
         print(
             f"stack up in {time.perf_counter() - started:.1f} s "
@@ -313,11 +308,11 @@ def snapshot_source(target: Path) -> Path:
 
 
 @contextmanager
-def stack(prefix: str, keep: bool = False) -> Iterator[Stack]:
+def stack(prefix: str, keep: bool = False, *, node: bool = False) -> Iterator[Stack]:
     tmp = Path(tempfile.mkdtemp(prefix=f"kapsa-bench-{prefix}-"))
     # SIGTERM runs the clean-up below too, so no server outlives the run.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    the_stack = Stack(tmp)
+    the_stack = Stack(tmp, node=node)
     try:
         yield the_stack.start()
     finally:

@@ -13,12 +13,21 @@ once) with the operator in a child process of its own (bench/_operator.py):
 (c) API requests of Operator.resync() once everything is Running and the queue is drained,
     per verb and per resource, and again after one unchanged poll of every Project.
 
+Then on a second stack with a real node (containerd, runc, kubelet, kube-proxy; the kubelet is
+not simulated there), in the same run:
+
+(d) seconds from `kubectl apply` of the same Project to all three Environments Running, their
+    pods ready by the kubelet's probes;
+(e) seconds from a commit written (poll triggered directly) to both auto-sync apps answering
+    with the new commit through their Services.
+
 Goals: (c) zero writes and zero per-object GETs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 from bench._harness import (
@@ -38,19 +47,22 @@ from bench._harness import (
     verbs,
     yaml_of,
 )
+from kapsa.errors import ControlPlaneError
 from kapsa.k8s.client import JSON
 from kapsa.k8s.manifests import ANNOTATION_COMMIT, LABEL_MANAGED
-from kapsa.k8s.resources import DEPLOYMENT, ENVIRONMENT, PROJECT
+from kapsa.k8s.resources import DEPLOYMENT, ENVIRONMENT, PROJECT, SERVICE
 
 AUTO_SYNC = [e["name"] for e in ENVIRONMENTS if e["autoSync"]]
 WRITES = ("POST", "PUT", "PATCH", "DELETE")
 
 
-def first_deployments(s: Stack, op: OperatorChild, envs: Watch, out: Report, repeats: int) -> None:
+def first_deployments(
+    s: Stack, op: OperatorChild, envs: Watch, out: Report, repeats: int, *, label: str = "(a)"
+) -> None:
     assert s.platform is not None
     samples = []
     for i in range(repeats):
-        name = f"first-{i}"
+        name = f"first-{label.strip('()')}-{i}"
         s.seed_repos([name])
         seen = envs.track(
             lambda obj, ns=name: obj["metadata"]["namespace"] == ns and phase_is("Running")(obj)
@@ -69,7 +81,7 @@ def first_deployments(s: Stack, op: OperatorChild, envs: Watch, out: Report, rep
         envs.untrack(seen)
         print(f"  {name}: {samples[-1]:.3f} s (kubectl apply itself {applied:.3f} s)", flush=True)
         op.idle()
-    out("(a) kubectl apply of a 3-environment Project -> all 3 Environments Running")
+    out(f"{label} kubectl apply of a 3-environment Project -> all 3 Environments Running")
     out(f"    {spread(samples)}")
     out("    (includes kubectl's own start-up; one Project at a time, the stack otherwise idle)")
 
@@ -161,6 +173,49 @@ def push_flows(
     op.idle(quiet=1.0)
 
 
+def served_pushes(s: Stack, op: OperatorChild, out: Report, *, count: int) -> None:
+    """Commits on main; seconds until both auto-sync apps answer with them, asked as pods would."""
+    assert s.platform is not None and s.kube is not None and s.plane.node is not None
+    name = "served"
+    s.seed_repos([name])
+    s.plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=yaml_of([project_doc(name, url=s.git.url_for(name), platform=s.platform, poll="1h")]),
+    )
+    ips = {}
+    deadline = time.monotonic() + 180
+    while len(ips) < len(AUTO_SYNC) and time.monotonic() < deadline:
+        for env in AUTO_SYNC:
+            service = s.kube.get(SERVICE, env, namespace=name)
+            if service is not None:
+                ips[env] = service["spec"]["clusterIP"]
+        time.sleep(0.2)
+    samples = []
+    for k in range(count):
+        commit = s.git.commit(
+            name, branch="main", files={"greeting.txt": f"change {k}\n"}, message=f"change {k}"
+        )
+        started = time.perf_counter()
+        op.call("poll", name=name)
+        waiting = dict(ips)
+        limit = time.monotonic() + 120
+        while waiting and time.monotonic() < limit:
+            for env, ip in list(waiting.items()):
+                with contextlib.suppress(ControlPlaneError):
+                    if f"commit: {commit}" in s.plane.node.netns.fetch(f"http://{ip}/", timeout=1):
+                        del waiting[env]
+            time.sleep(0.05)
+        if waiting:
+            raise RuntimeError(f"{name}: {sorted(waiting)} not serving {commit[:7]}\n{op.tail()}")
+        samples.append(time.perf_counter() - started)
+        print(f"  push {k}: {samples[-1]:.3f} s", flush=True)
+        op.idle()
+    out(f"(e) commit written -> both auto-sync apps ({', '.join(AUTO_SYNC)}) answer with it")
+    out(f"    {spread(samples)}  (poll triggered directly; new pods pulled, probed, routed)")
+
+
 def resync_requests(op: OperatorChild, out: Report, *, projects: list[str]) -> None:
     out("(c) API requests of one Operator.resync(), everything Running, queue drained")
     for label, before_resync in (
@@ -222,6 +277,18 @@ def main() -> None:
             )
             envs.stop()
             deployments.stop()
+        finally:
+            op.stop()
+    out("on a real node (containerd, runc, kubelet, kube-proxy); kpack and cert-manager SIMULATED")
+    with stack("flows-node", node=True) as s:
+        op = OperatorChild(s, workers=args.workers).start()
+        try:
+            s.wait_platform()
+            assert s.kube is not None
+            envs = Watch(s.kube, ENVIRONMENT).start()
+            first_deployments(s, op, envs, out, args.repeats, label="(d)")
+            served_pushes(s, op, out, count=args.pushes)
+            envs.stop()
         finally:
             op.stop()
         out(f"at end: {load()}")

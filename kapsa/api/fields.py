@@ -46,11 +46,11 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "replicas": 2,
         "env": [{"name": "LOG_LEVEL", "value": "info"}],
         "healthPath": "/healthz",
-        "resources": {
-            "requests": {"cpu": "25m", "memory": "64Mi"},
-            "limits": {"cpu": "1", "memory": "256Mi"},
-        },
         "rolloutDeadline": "10m",
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
     },
     "environments": [
         {

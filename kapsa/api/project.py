@@ -118,7 +118,7 @@ class EnvVar(Model):
 
 
 #: A Kubernetes quantity as users write them for CPU and memory: 250m, 0.5, 128Mi, 1Gi.
-QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
+QUANTITY_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 
 class ResourceAmounts(Model):

@@ -29,6 +29,7 @@ from kapsa.sandbox.stack import (
     SandboxError,
     SandboxState,
     Stack,
+    app_answer,
     changes,
     children_of,
     command_line,
@@ -189,6 +190,7 @@ def _record(stack: Stack, state: SandboxState) -> None:
     state.git_dir = str(git.base_dir)
     state.repository = stack.project_name
     state.registry = registry.server
+    state.node_netns = plane.node.netns.name if plane.node is not None else ""
     state.save()
 
 
@@ -227,6 +229,16 @@ def _print_try(state: SandboxState, console: Console) -> None:
     flag = _dir_flag(folder)
     console.print()
     console.print(f"[bold green]Kapsa runs.[/] Project [bold]{state.project}[/] is Running.")
+    if state.node_netns:
+        kube = Kube.from_kubeconfig(state.kubeconfig)
+        for environment in ("dev", "prod"):
+            try:
+                said = app_answer(
+                    kube, netns=state.node_netns, namespace=state.namespace, environment=environment
+                )
+            except KapsaError as error:
+                said = f"(no answer: {error})"
+            console.print(f"{environment} answers: {' | '.join(said.splitlines())}")
     console.print(f"kubeconfig: {state.kubeconfig}")
     console.print("Try:")
     for command in (
@@ -237,10 +249,16 @@ def _print_try(state: SandboxState, console: Console) -> None:
         f"kapsa sandbox down{flag}",
     ):
         console.print(f"  {command}", highlight=False, soft_wrap=True)
-    console.print(
-        "[dim]kpack, build Jobs, the kubelet and cert-manager are SIMULATORS here: "
-        "no container runs.[/]"
-    )
+    if state.node_netns:
+        console.print(
+            "[dim]The apps run as real pods on a real node; kpack and cert-manager are "
+            "SIMULATORS here.[/]"
+        )
+    else:
+        console.print(
+            "[dim]kpack, build Jobs, the kubelet and cert-manager are SIMULATORS here: "
+            "no container runs.[/]"
+        )
 
 
 def _detach(folder: Path, console: Console) -> int:

@@ -85,10 +85,19 @@ class ControlPlane(Service):
     kubectl and for the `kubernetes` client alike.
     """
 
-    def __init__(self, *, assets: Assets, workdir: Path, node: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        assets: Assets,
+        workdir: Path,
+        node: bool = False,
+        controllers_off: tuple[str, ...] = (),
+    ) -> None:
+        """`controllers_off` names controllers of the manager to leave to a SIMULATOR."""
         self.assets = assets
         self.workdir = workdir
         self.with_node = node
+        self.controllers_off = controllers_off
         self.node: Node | None = None
         self._token = secrets.token_hex(32)
         self._etcd_port = 0
@@ -316,6 +325,11 @@ class ControlPlane(Service):
         self.kubeconfig.write_text(yaml.safe_dump(config, sort_keys=False))
         self.kubeconfig.chmod(0o600)
 
+    def _controllers(self) -> str:
+        if not self.with_node:
+            return "garbagecollector,namespace"
+        return ",".join(["*", *(f"-{name}" for name in self.controllers_off)])
+
     def _start_controller_manager(self) -> None:
         binary = self.assets.kube_controller_manager
         if binary is None:
@@ -324,7 +338,7 @@ class ControlPlane(Service):
         argv = [
             str(binary),
             f"--kubeconfig={self.kubeconfig}",
-            "--controllers=" + ("*" if self.with_node else "garbagecollector,namespace"),
+            "--controllers=" + self._controllers(),
             "--leader-elect=false",
             f"--service-account-private-key-file={self.workdir / 'sa.key'}",
             f"--root-ca-file={self.workdir / 'certs' / 'apiserver.crt'}",

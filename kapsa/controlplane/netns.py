@@ -17,6 +17,8 @@ import selectors
 import socket
 import subprocess
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -92,6 +94,24 @@ class NetworkNamespace:
         finally:
             os.close(target)
             os.close(home)
+
+    def fetch(self, url: str, *, timeout: float = 5.0) -> str:
+        """GET `url` from inside the namespace, where pod and Service addresses answer.
+
+        What a neighbour pod would see; an error says so, with the status or the reason.
+        """
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def get() -> str:
+            with opener.open(url, timeout=timeout) as response:
+                return str(response.read().decode(errors="replace"))
+
+        try:
+            return self.call(get)
+        except urllib.error.HTTPError as error:
+            raise ControlPlaneError(f"GET {url}: {error.code} {error.reason}") from error
+        except OSError as error:
+            raise ControlPlaneError(f"GET {url}: {error}") from error
 
     def call(self, fn: Callable[[], T]) -> T:
         """`fn()` on a short-lived thread inside the namespace, leaving this thread where it is."""

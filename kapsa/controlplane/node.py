@@ -6,7 +6,7 @@ the node writes to the network (the bridge, the pods' links, kube-proxy's and th
 iptables rules) stays inside a network namespace made for the run, and every mount (the pods'
 root filesystems, their Secret volumes) inside a mount namespace held by one process: stopping
 the node, or a crash and the next run's sweep, removes all of it. The recipe and its one trap
-(`restrict_oom_score_adj`) are described in docs/operations.md.
+(`restrict_oom_score_adj`) are described in docs/test-ground.md.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,8 +77,13 @@ class _Record:
     workdir: str
 
     @property
+    def rundir(self) -> Path:
+        """Sockets and runtime state: a short path, since a unix socket's is limited to 107."""
+        return RUNS / self.netns
+
+    @property
     def runc_root(self) -> Path:
-        return Path(self.workdir) / "runc"
+        return self.rundir / "runc"
 
 
 def _kill_containers(runc_root: Path) -> None:
@@ -119,6 +122,7 @@ def _undo(record: _Record) -> None:
         _kill(netns.pids())
         time.sleep(0.2)
         netns.delete()
+    shutil.rmtree(record.rundir, ignore_errors=True)
     shutil.rmtree(Path(record.workdir) / "containerd", ignore_errors=True)
 
 
@@ -160,7 +164,7 @@ class Node:
 
     @property
     def containerd_socket(self) -> Path:
-        return self.workdir / "containerd" / "containerd.sock"
+        return self._record.rundir / "containerd.sock"
 
     @property
     def registry_hosts(self) -> Path:
@@ -183,24 +187,6 @@ class Node:
             lines.append(f'  ca = "{ca}"')
         (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
         self.expose(port)
-
-    def fetch(self, url: str, *, timeout: float = 5.0) -> str:
-        """GET `url` from the node's network, where pod and Service addresses answer.
-
-        What a neighbour pod would see: an error says so, with the status or the reason.
-        """
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-        def get() -> str:
-            with opener.open(url, timeout=timeout) as response:
-                return str(response.read().decode(errors="replace"))
-
-        try:
-            return self.netns.call(get)
-        except urllib.error.HTTPError as error:
-            raise ControlPlaneError(f"GET {url}: {error.code} {error.reason}") from error
-        except OSError as error:
-            raise ControlPlaneError(f"GET {url}: {error}") from error
 
     def expose(self, port: int) -> None:
         """Make a host loopback port answer at the same number inside the node's namespace."""
@@ -332,11 +318,12 @@ class Node:
     def _start_containerd(self) -> None:
         root = self.workdir / "containerd"
         root.mkdir(exist_ok=True)
+        self._record.rundir.mkdir(parents=True, exist_ok=True)
         self.registry_hosts.mkdir(exist_ok=True)
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         config = f"""version = 2
 root = "{root / "root"}"
-state = "{root / "state"}"
+state = "{self._record.rundir / "state"}"
 [grpc]
   address = "{self.containerd_socket}"
 [{cri}]

@@ -196,8 +196,10 @@ class EnvironmentReconciler:
         rollout_image = target or desired
         ready = _deployment_ready(deployment, rollout_image)
         routing_pending = False
-        if ready and old.get("phase") != "Running":
-            ready = self._service_routes(env, replicas=int(app.get("replicas", 1)))
+        if ready and rollout_image and old.get("phase") != "Running":
+            ready = self._service_routes(
+                env, replicas=int(app.get("replicas", 1)), image=rollout_image
+            )
             routing_pending = not ready
         problem = None if ready or not rollout_image else self._pod_problem(env, rollout_image)
         deadline = parse_duration(app.get("rolloutDeadline", "10m"))
@@ -385,26 +387,41 @@ class EnvironmentReconciler:
                 return f"Environment {m['namespace']}/{m['name']}"
         return None
 
-    def _service_routes(self, env: JSON, *, replicas: int) -> bool:
-        """Whether the Service sends traffic to as many ready pods as the app should have.
+    def _service_routes(self, env: JSON, *, replicas: int, image: str) -> bool:
+        """Whether the Service sends traffic to enough ready pods, and to none of an old image.
 
-        Read once per rollout, when the Deployment turns ready: Endpoints are not watched.
+        Read once per rollout, when the Deployment turns ready: Endpoints are not watched. An
+        old pod can linger in the Endpoints for a moment after the Deployment counts it gone.
         """
         meta = env["metadata"]
         endpoints = self.ctx.kube.get(ENDPOINTS, meta["name"], namespace=meta["namespace"])
-        ready = sum(
-            len(subset.get("addresses") or []) for subset in (endpoints or {}).get("subsets") or []
-        )
-        return ready >= replicas
+        addresses = [
+            address
+            for subset in (endpoints or {}).get("subsets") or []
+            for address in subset.get("addresses") or []
+        ]
+        images = {
+            pod["metadata"]["name"]: pod["spec"]["containers"][0].get("image")
+            for pod in self._pods(env)
+        }
+        stale = [
+            address
+            for address in addresses
+            if images.get((address.get("targetRef") or {}).get("name"), image) != image
+        ]
+        return len(addresses) >= replicas and not stale
 
-    def _pod_problem(self, env: JSON, image: str) -> PodProblem | None:
+    def _pods(self, env: JSON) -> list[JSON]:
         meta = env["metadata"]
-        pods = [
+        return [
             pod
             for pod in self.ctx.caches[POD].items(namespace=meta["namespace"])
             if pod["metadata"].get("labels", {}).get(manifests.LABEL_ENVIRONMENT) == meta["name"]
         ]
-        problem = pod_problem(pods, image=image)
+
+    def _pod_problem(self, env: JSON, image: str) -> PodProblem | None:
+        meta = env["metadata"]
+        problem = pod_problem(self._pods(env), image=image)
         if problem is not None and problem.reason == UNHEALTHY:
             # Probe failures are told only in Events: one read, while the problem lasts.
             events = self.ctx.kube.list(

@@ -165,6 +165,16 @@ class RegistryServer(Service):
             )
         return image.digest
 
+    def digest_of(self, repository: str, tag: str) -> str:
+        """The digest `repository:tag` names now, as the registry reports it."""
+        answer = self._session.head(
+            f"{self.url}/v2/{repository}/manifests/{tag}",
+            headers={"Accept": f"{MANIFEST_V2}, {OCI_MANIFEST}"},
+            timeout=10,
+        )
+        self._expect(answer, 200, what=f"look up {repository}:{tag}")
+        return str(answer.headers["Docker-Content-Digest"])
+
     def has_manifest(self, repository: str, reference: str) -> bool:
         """Whether `reference` (a tag or a sha256 digest) names a manifest in `repository`."""
         answer = self._session.head(

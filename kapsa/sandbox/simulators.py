@@ -6,12 +6,14 @@ would write, and nothing else. Kapsa itself runs unchanged against them.
 - `KpackSimulator` plays kpack's controller: it builds an Image's commit into a real, runnable
   image the way the Procfile buildpack would (kapsa.sandbox.buildpacks), pushes it to the real
   registry and writes `status.latestImage` with its real digest, or a BuildFailed status.
-- `KubeletSimulator` plays the deployment controller and the kubelet where no node can run
-  (`bench/scale.py`, machines without root or cgroups): it reports a Deployment's pods as
-  updated, ready and available. Everywhere else a real node runs the pods.
+- `KubeletSimulator` plays the deployment controller, the kubelet and the endpoints controller
+  where no node can run (`bench/scale.py`, machines without root or cgroups): it reports a
+  Deployment's pods as updated, ready and available and its Service as routing to them.
+  Everywhere else a real node runs the pods.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
-- `JobSimulator` plays the Job controller running a Dockerfile build: it pushes a tiny real image
-  to the Job's destination tag and marks the Job Complete (or Failed).
+- `JobSimulator` plays the Job controller running a Dockerfile build: it builds the commit into
+  a runnable image (kapsa.sandbox.builds), pushes it to the Job's destination tag and marks the
+  Job Complete (or Failed).
 
 `CommitMessageFailPolicy` decides which simulated builds fail, so a demo or a test can break a
 build the way a developer does: by pushing a commit.
@@ -31,8 +33,15 @@ from typing import Any
 from kapsa.errors import BuildError
 from kapsa.k8s.client import JSON, ApiError, Kube
 from kapsa.k8s.informer import Informer
-from kapsa.k8s.resources import CLUSTER_ISSUER, DEPLOYMENT, JOB, KPACK_IMAGE, ResourceType
-from kapsa.sandbox.buildpacks import image_of_commit
+from kapsa.k8s.resources import (
+    CLUSTER_ISSUER,
+    DEPLOYMENT,
+    ENDPOINTS,
+    JOB,
+    KPACK_IMAGE,
+    ResourceType,
+)
+from kapsa.sandbox.builds import image_of_commit
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 
@@ -230,41 +239,57 @@ def _project_metadata(source: JSON) -> str:
 
 
 class KubeletSimulator(Simulator):
-    """The deployment controller and kubelet, simulated: pods come up ready unless told not to."""
+    """The deployment controller, the kubelet and the endpoints controller, simulated.
+
+    A Deployment's pods come up ready at once, and its Service (of the same name, as Kapsa names
+    them) routes to that many made-up pod addresses.
+    """
 
     resource = DEPLOYMENT
-
-    def __init__(self, kube: Kube, *, never_ready: Callable[[JSON], bool] | None = None) -> None:
-        super().__init__(kube)
-        self.never_ready = never_ready or (lambda _deployment: False)
 
     def handle(self, obj: JSON) -> None:
         replicas = int(obj["spec"].get("replicas", 1))
         generation = obj["metadata"]["generation"]
         status = obj.get("status") or {}
-        if self.never_ready(obj):
-            wanted: dict[str, Any] = {
-                "observedGeneration": generation,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": 0,
-                "availableReplicas": 0,
-                "unavailableReplicas": replicas,
-            }
-        else:
-            wanted = {
-                "observedGeneration": generation,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
-                "conditions": [
-                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
-                ],
-            }
+        wanted: dict[str, Any] = {
+            "observedGeneration": generation,
+            "replicas": replicas,
+            "updatedReplicas": replicas,
+            "readyReplicas": replicas,
+            "availableReplicas": replicas,
+            "conditions": [
+                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+            ],
+        }
         if all(status.get(k) == v for k, v in wanted.items()):
             return
+        self._route(obj, replicas)
         self._put_status(obj, wanted)
+
+    def _route(self, deployment: JSON, replicas: int) -> None:
+        meta = deployment["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Endpoints",
+            "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+            "subsets": [
+                {
+                    "addresses": [
+                        {"ip": f"10.244.{i // 250}.{i % 250 + 2}"} for i in range(replicas)
+                    ],
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                }
+            ]
+            if replicas
+            else [],
+        }
+        path = ENDPOINTS.path(namespace=meta["namespace"], name=meta["name"])
+        try:
+            self.kube.request("PUT", path, body=body)
+        except ApiError as error:
+            if error.status != 404:
+                raise
+            self.kube.request("POST", ENDPOINTS.path(namespace=meta["namespace"]), body=body)
 
 
 class CertManagerSimulator(Simulator):
@@ -306,10 +331,12 @@ class JobSimulator(Simulator):
         kube: Kube,
         *,
         registry: RegistryServer,
+        git_server: GitServer,
         fail: Callable[..., str | None] | None = None,
     ) -> None:
         super().__init__(kube)
         self.registry = registry
+        self.git_server = git_server
         self.fail = fail or (lambda **_: None)
 
     def handle(self, obj: JSON) -> None:
@@ -321,8 +348,19 @@ class JobSimulator(Simulator):
             return
         url, _, revision = flags["context"].partition("#")
         failure = self.fail(url=url, revision=revision)
+        image = None
+        if not failure:
+            try:
+                image = image_of_commit(
+                    git_dir_of(self.git_server, url),
+                    revision,
+                    labels={"io.kapsa.sandbox.source": f"{url}#{revision}"},
+                    dockerfile=flags.get("dockerfile", "Dockerfile"),
+                )
+            except BuildError as error:
+                failure = str(error)
         stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if failure:
+        if image is None:
             condition = {
                 "type": "Failed",
                 "status": "True",
@@ -332,7 +370,7 @@ class JobSimulator(Simulator):
             counts = {"failed": 1}
         else:
             reference, _, tag = flags["destination"].rpartition(":")
-            self.registry.put_image(repository=reference.split("/", 1)[1], tag=tag)
+            self.registry.push(image, repository=reference.split("/", 1)[1], tag=tag)
             condition = {
                 "type": "Complete",
                 "status": "True",

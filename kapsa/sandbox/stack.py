@@ -33,10 +33,18 @@ import yaml
 
 from kapsa.api.crdgen import all_crds
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.controlplane.netns import NetworkNamespace
 from kapsa.controlplane.node import why_no_node
 from kapsa.errors import KapsaError
 from kapsa.k8s.client import JSON, Kube
-from kapsa.k8s.resources import DOMAIN_POOL, ENVIRONMENT, PROJECT, REGISTRY, ResourceType
+from kapsa.k8s.resources import (
+    DOMAIN_POOL,
+    ENVIRONMENT,
+    PROJECT,
+    REGISTRY,
+    SERVICE,
+    ResourceType,
+)
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.simulators import (
@@ -256,21 +264,28 @@ def apply_platform(control_plane: ControlPlane, registry_server: RegistryServer)
     return platform
 
 
+#: Controllers of the controller manager left to a SIMULATOR, with a node: the Job controller,
+#: since the Dockerfile builder's image cannot run here.
+SIMULATED_CONTROLLERS = ("job",)
+
+
 @dataclass
 class Simulators:
     """The SIMULATORS beside a cluster, each standing in for a controller that cannot run here.
 
-    kpack's and cert-manager's always; the kubelet's and the Job controller's only where no real
-    node runs (see kapsa.controlplane.node).
+    kpack's and cert-manager's always; the kubelet's only where no real node runs (see
+    kapsa.controlplane.node). Dockerfile builds' Jobs are simulated too: their builder image
+    cannot be pulled here, so the controller manager runs without its Job controller
+    (`SIMULATED_CONTROLLERS`) and the Job SIMULATOR completes them.
     """
 
     kpack: KpackSimulator
     cert_manager: CertManagerSimulator
+    jobs: JobSimulator
     kubelet: KubeletSimulator | None = None
-    jobs: JobSimulator | None = None
 
     def running(self) -> list[Simulator]:
-        found = [self.kpack, self.cert_manager, self.kubelet, self.jobs]
+        found = [self.kpack, self.cert_manager, self.jobs, self.kubelet]
         return [simulator for simulator in found if simulator is not None]
 
     def stop(self) -> None:
@@ -286,16 +301,18 @@ def start_simulators(
     node: bool,
     fail: CommitMessageFailPolicy | None = None,
 ) -> Simulators:
-    """The SIMULATORS the cluster needs: with a real `node`, kpack's and cert-manager's only."""
+    """The SIMULATORS the cluster needs; with a real `node`, not the kubelet's."""
     simulators = Simulators(
         kpack=KpackSimulator(kube, registry=registry_server, git_server=git_server, fail=fail),
         cert_manager=CertManagerSimulator(kube),
+        jobs=JobSimulator(
+            kube,
+            registry=registry_server,
+            git_server=git_server,
+            fail=fail.fails if fail else None,
+        ),
+        kubelet=None if node else KubeletSimulator(kube),
     )
-    if not node:
-        simulators.kubelet = KubeletSimulator(kube)
-        simulators.jobs = JobSimulator(
-            kube, registry=registry_server, fail=fail.fails if fail else None
-        )
     for simulator in simulators.running():
         simulator.start()
     return simulators
@@ -537,6 +554,8 @@ class SandboxState:
     repository: str = ""
     registry: str = ""
     log: str = ""
+    node_netns: str = ""
+    """The real node's network namespace, where the apps answer; empty when it is simulated."""
 
     @property
     def path(self) -> Path:
@@ -625,6 +644,34 @@ def observe(kube: Kube, project: str) -> ProjectView | None:
     )
 
 
+#: How long kube-proxy may take to follow a Service's new Endpoints.
+SETTLE_SECONDS = 10.0
+
+
+def app_answer(kube: Kube, *, netns: str, namespace: str, environment: str) -> str:
+    """What an environment's app answers at `/` through its Service, as a neighbour pod sees it.
+
+    Asked again for a few seconds until the answer names the commit the environment runs:
+    traffic follows the Endpoints Kapsa waited for once kube-proxy has caught up.
+    """
+    env = kube.get(ENVIRONMENT, environment, namespace=namespace) or {}
+    commit = (env.get("status") or {}).get("commit")
+    service = kube.get(SERVICE, environment, namespace=namespace)
+    if service is None:
+        raise SandboxError(f"environment {environment} has no Service yet")
+    url = f"http://{service['spec']['clusterIP']}/"
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while True:
+        try:
+            said = NetworkNamespace(netns).fetch(url).strip()
+            if not commit or f"commit: {commit}" in said or time.monotonic() > deadline:
+                return said
+        except KapsaError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.2)
+
+
 def changes(before: ProjectView | None, after: ProjectView | None) -> Iterator[str]:
     """What moved between two views, in words, for a live progress display."""
     if after is None:
@@ -683,7 +730,10 @@ class Stack:
         assets = find_or_build_assets(progress=lambda line: progress(f"control plane: {line}"))
         no_node = why_no_node(assets)
         plane = ControlPlane(
-            assets=assets, workdir=self.run_dir / "control-plane", node=no_node is None
+            assets=assets,
+            workdir=self.run_dir / "control-plane",
+            node=no_node is None,
+            controllers_off=SIMULATED_CONTROLLERS,
         )
         self.control_plane = plane
         plane.start()
@@ -731,11 +781,11 @@ class Stack:
         if self.simulators.kubelet is not None:
             progress("SIMULATOR kubelet: reports every Deployment's pods ready (no containers run)")
         progress("SIMULATOR cert-manager: marks every ClusterIssuer Ready")
-        if self.simulators.jobs is not None:
-            progress(
-                "SIMULATOR build Jobs: a Dockerfile build pushes a tiny real image to its tag and "
-                "completes (or fails, by the same BUILD-FAILS: rule)"
-            )
+        progress(
+            "SIMULATOR build Jobs: a Dockerfile build pushes a runnable image of the commit (its "
+            "CMD and USER on busybox) to its tag and completes (or fails, by the same "
+            "BUILD-FAILS: rule)"
+        )
 
         self.operator = OperatorProcess(
             kubeconfig=plane.kubeconfig,

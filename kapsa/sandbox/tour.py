@@ -2,7 +2,8 @@
 
 Each step does what a developer does (push to main, open a feature branch, push a broken
 commit, fix it) and then reports what Kapsa did in response, read from the API server and the
-ledger, so the tour shows behaviour rather than describing it. A step that Kapsa does not
+ledger, and what the apps themselves answer on the real node, so the tour shows behaviour rather
+than describing it. A step that Kapsa does not
 complete in time is reported as such, and the tour goes on.
 """
 
@@ -18,12 +19,18 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
-from kapsa.errors import SourceError
+from kapsa.errors import KapsaError, SourceError
 from kapsa.k8s.client import Kube
 from kapsa.ledger import Ledger
 from kapsa.sandbox.gitserver import GitServer
-from kapsa.sandbox.simulators import CommitMessageFailPolicy
-from kapsa.sandbox.stack import ProjectView, SandboxState, changes, observe, sample_files
+from kapsa.sandbox.stack import (
+    ProjectView,
+    SandboxState,
+    app_answer,
+    changes,
+    observe,
+    sample_files,
+)
 
 FEATURE_BRANCH = "feature/new-api"
 STEP_TIMEOUT = 120.0
@@ -60,6 +67,28 @@ class Tour:
 
     def _kapsa(self, text: str) -> None:
         self.console.print(f"[green]kapsa[/]  {text}")
+
+    def _answers(self, *environments: str) -> None:
+        """What each environment's app says now, asked through its Service on the real node."""
+        if not self.state.node_netns:
+            self.console.print(
+                "[dim]       (no node here: the kubelet is SIMULATED, no app runs)[/]"
+            )
+            return
+        for name in environments:
+            try:
+                said = app_answer(
+                    self.kube,
+                    netns=self.state.node_netns,
+                    namespace=self.state.namespace,
+                    environment=name,
+                )
+            except KapsaError as error:
+                self._problem(f"{name} does not answer: {error}")
+                continue
+            self.console.print(
+                f"[magenta]app[/]    {name} answers: {' | '.join(said.splitlines())}"
+            )
 
     def _problem(self, text: str) -> None:
         self.failures.append(text)
@@ -116,9 +145,11 @@ class Tour:
     def push_to_main(self) -> None:
         self._title(1, "Push a commit to main: dev follows it, prod stays")
         prod_before = self._view().environment("prod")
-        app = sample_files()["app.py"].replace('"Hello from Kapsa"', '"Bonjour de Kapsa"')
         commit = self.git.commit(
-            self.repository, branch="main", files={"app.py": app}, message="Greet in French"
+            self.repository,
+            branch="main",
+            files={"greeting.txt": "Bonjour de Kapsa\n"},
+            message="Greet in French",
         )
         self._you(f"pushed {_short(commit)} to main: Greet in French")
         view = self._until(lambda v: _runs(v, "dev", commit), what=f"dev running {_short(commit)}")
@@ -133,15 +164,18 @@ class Tour:
             )
         else:
             self._problem(f"prod moved to {_short(_commit(view, 'prod'))} although autoSync is off")
+        self._answers("dev", "prod")
 
     def open_feature_branch(self) -> None:
         self._title(2, f"Open {FEATURE_BRANCH}: a preview environment appears")
         # On a second tour the branch is already there; a new commit on it will do.
         with contextlib.suppress(SourceError):
             self.git.create_branch(self.repository, FEATURE_BRANCH, from_branch="main")
-        api = "def api() -> dict[str, str]:\n    return {'version': 'new'}\n"
         commit = self.git.commit(
-            self.repository, branch=FEATURE_BRANCH, files={"api.py": api}, message="Add the new API"
+            self.repository,
+            branch=FEATURE_BRANCH,
+            files={"greeting.txt": "Hello from the new API\n"},
+            message="Greet from the new API",
         )
         self._you(f"pushed {_short(commit)} to a new branch {FEATURE_BRANCH}")
 
@@ -165,18 +199,18 @@ class Tour:
         )
         expires = f", expires {preview.expires_at}" if preview.expires_at else ""
         self._kapsa(f"preview {preview.name} runs {_short(commit)} at {preview.url}{expires}")
+        self._answers(preview.name)
 
     def break_the_build(self) -> None:
         self._title(3, "Push a commit that does not build: environments keep running")
         before = self._view()
-        why = "pip install failed: No matching distribution found for flask==0.0.0"
         commit = self.git.commit(
-            self.repository,
-            branch="main",
-            files={"requirements.txt": "flask==0.0.0\n"},
-            message=f"Pin Flask\n\n{CommitMessageFailPolicy.MARKER} {why}",
+            self.repository, branch="main", delete=["Procfile"], message="Tidy up the root folder"
         )
-        self._you(f"pushed {_short(commit)} to main: Pin Flask (the build will fail: {why})")
+        self._you(
+            f"pushed {_short(commit)} to main: Tidy up the root folder "
+            "(it deletes the Procfile, so buildpacks find nothing to run)"
+        )
         view = self._until(lambda v: v.phase == "Failed", what="the Project to report the build")
         if view is None:
             return
@@ -188,23 +222,24 @@ class Tour:
                 self._kapsa(f"{name} still runs {_short(env.commit)} (its last good image)")
             else:
                 self._problem(f"{name} did not keep running its last good image")
+        self._answers("dev")
 
     def fix_the_build(self) -> None:
         self._title(4, "Fix it: the next commit builds and rolls out")
-        requirements = sample_files()["requirements.txt"]
         commit = self.git.commit(
             self.repository,
             branch="main",
-            files={"requirements.txt": requirements},
-            message="Unpin Flask",
+            files={"Procfile": sample_files()["Procfile"]},
+            message="Bring the Procfile back",
         )
-        self._you(f"pushed {_short(commit)} to main: Unpin Flask")
+        self._you(f"pushed {_short(commit)} to main: Bring the Procfile back")
         view = self._until(
             lambda v: v.phase == "Running" and _runs(v, "dev", commit),
             what=f"the Project Running with dev on {_short(commit)}",
         )
         if view is not None:
             self._kapsa(f"Project Running again; dev runs {_short(commit)}")
+            self._answers("dev")
 
     def show_history(self) -> None:
         self._title(5, "What the ledger recorded")

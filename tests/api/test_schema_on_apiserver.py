@@ -73,11 +73,11 @@ PROJECT_SPEC: dict[str, Any] = {
         "replicas": 2,
         "env": [{"name": "LOG_LEVEL", "value": "debug"}],
         "healthPath": "/healthz",
-        "resources": {
-            "requests": {"cpu": "50m", "memory": "96Mi"},
-            "limits": {"cpu": "500m", "memory": "384Mi"},
-        },
         "rolloutDeadline": "15m",
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "1Gi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
     },
     "environments": [
         {
@@ -386,6 +386,10 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
             lambda s: s["source"]["git"]["secretRef"].update(namespace="Not/A-Namespace"),
             "spec.source.git.secretRef.namespace: Invalid value",
         ),
+        (
+            lambda s: s["app"]["resources"]["limits"].update(memory="1.5 GB"),
+            'spec.app.resources.limits.memory: Invalid value: "1.5 GB"',
+        ),
     ],
     ids=[
         "no-git-url",
@@ -403,6 +407,7 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "env-value-too-long",
         "replicas-over-the-cap",
         "secret-namespace-not-a-label",
+        "memory-in-words",
     ],
 )
 def test_bad_projects_are_refused_naming_the_field(

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from kapsa.controlplane import ControlPlane
+from kapsa.errors import ControlPlaneError
 from kapsa.ledger import Entry, Ledger
 from kapsa.sandbox import stack
 from tests.waiting import wait_until
@@ -116,7 +117,26 @@ def answer(control_plane: ControlPlane, namespace: str, service: str, path: str 
     """What an environment's app answers through its Service, from the node's own network."""
     assert control_plane.node is not None, "the suite runs a real node"
     cluster_ip = get(control_plane, "-n", namespace, "service", service)["spec"]["clusterIP"]
-    return control_plane.node.fetch(f"http://{cluster_ip}{path}")
+    return control_plane.node.netns.fetch(f"http://{cluster_ip}{path}")
+
+
+def serves(
+    control_plane: ControlPlane, namespace: str, service: str, expected: str, path: str = "/"
+) -> None:
+    """The app answers `expected`: within the few seconds kube-proxy takes to follow the
+    Endpoints Kapsa waited for, never more."""
+
+    def said() -> str:
+        try:
+            return answer(control_plane, namespace, service, path)
+        except ControlPlaneError as error:
+            return str(error)
+
+    wait_until(
+        lambda: said() == expected,
+        timeout=10,
+        message=lambda: f"{namespace}/{service} answering {expected!r}, not {said()!r}",
+    )
 
 
 def history(ledger_url: str, project: str) -> list[Entry]:

@@ -11,13 +11,13 @@ from kapsa.sandbox.simulators import CommitMessageFailPolicy
 from tests.e2e.harness import (
     SAMPLE_APP,
     OperatorProcess,
-    answer,
     condition,
     get,
     history,
     moves,
     phase_of,
     project_yaml,
+    serves,
     status_of,
 )
 from tests.waiting import wait_until
@@ -119,7 +119,7 @@ def test_first_deployment_creates_everything_the_diagram_shows(
         }
         # The app really runs: pulled with the pull secret, ready by the kubelet's probe, and
         # reached through its Service, answering with the commit it was built from.
-        assert answer(control_plane, name, env) == f"Hello from Kapsa\ncommit: {commit}\n"
+        serves(control_plane, name, env, f"Hello from Kapsa\ncommit: {commit}\n")
         pods = get(control_plane, "-n", name, "pods", "-l", f"kapsa.io/environment={env}")
         assert [p["status"]["phase"] for p in pods["items"]] == ["Running"]
         assert not any(v.get("secret") for v in pods["items"][0]["spec"].get("volumes", []))
@@ -183,8 +183,8 @@ def test_new_commit_rolls_out_to_auto_sync_environments_only(
         deployment["spec"]["template"]["spec"]["containers"][0]["image"] == dev["status"]["image"]
     )
     assert deployment["spec"]["template"]["metadata"]["annotations"]["kapsa.io/commit"] == second
-    assert answer(control_plane, name, "dev") == f"Hello again\ncommit: {second}\n"
-    assert answer(control_plane, name, "prod") == f"Hello from Kapsa\ncommit: {first}\n"
+    serves(control_plane, name, "dev", f"Hello again\ncommit: {second}\n")
+    serves(control_plane, name, "prod", f"Hello from Kapsa\ncommit: {first}\n")
     rows = history(operator_ledger, name)
     assert moves(rows, kind="Environment", name="dev")[-2:] == [
         ("Running", "Deploying", "rollout_started"),
@@ -243,7 +243,7 @@ def test_failed_build_keeps_every_environment_on_its_last_good_image(
         timeout=60,
         message=lambda: "recovered on the next commit\n" + operator.tail(),
     )
-    assert answer(control_plane, name, "dev") == f"Fixed\ncommit: {fixed}\n"
+    serves(control_plane, name, "dev", f"Fixed\ncommit: {fixed}\n")
     assert moves(history(operator_ledger, name), kind="Project", name=name)[-3:] == [
         ("Failed", "Building", "build_started"),
         ("Building", "Deploying", "build_succeeded"),

@@ -27,6 +27,7 @@ from tests.e2e.harness import (
     get,
     project_yaml,
     remove_all_projects,
+    serves,
     status_of,
     wait_for_commit,
 )
@@ -74,6 +75,7 @@ def test_a_two_replica_rollout_always_answers_and_the_old_pods_go(
         app={"port": 8080, "replicas": 2, "healthPath": "/healthz", "rolloutDeadline": "60s"},
     )
     wait_for_commit(control_plane, name, "dev", first, operator)
+    serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {first}\n")
 
     answers: Counter[str] = Counter()
     failures: list[str] = []
@@ -107,7 +109,7 @@ def test_a_two_replica_rollout_always_answers_and_the_old_pods_go(
         return images == [image, image]
 
     wait_until(only_new_pods, timeout=60, message="the old ReplicaSet's pods gone")
-    assert answer(control_plane, name, "dev") == f"Second\ncommit: {second}\n"
+    serves(control_plane, name, "dev", f"Second\ncommit: {second}\n")
 
 
 def test_secrets_arrive_as_variables_and_a_late_secret_is_picked_up(
@@ -139,6 +141,7 @@ def test_secrets_arrive_as_variables_and_a_late_secret_is_picked_up(
     )
     # Nothing else changes: no watch event of Kapsa's own, no resync (30 s here) in time.
     wait_for_commit(control_plane, name, "dev", commit, operator, timeout=20)
+    serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {commit}\n")
     names = answer(control_plane, name, "dev", "/env").split()
     assert {"DATABASE_URL", "API_TOKEN", "PORT", "KAPSA_COMMIT"} <= set(names)
     assert "postgres://db.internal/app" not in answer(control_plane, name, "dev", "/env")
@@ -147,7 +150,7 @@ def test_secrets_arrive_as_variables_and_a_late_secret_is_picked_up(
 def test_an_app_that_exits_at_start_reports_the_kubelets_reason(
     control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
 ) -> None:
-    name = "crashy"
+    name = "crashloop"
     _apply(
         control_plane,
         git_server,

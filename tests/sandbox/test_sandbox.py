@@ -83,8 +83,16 @@ def test_detach_returns_once_the_sample_project_runs(sandbox: Sandbox) -> None:
     out = sandbox.started.stdout
     assert state.status == "running"
     assert f"Kapsa runs. Project {state.project} is Running." in out
-    for simulator in ("SIMULATOR kpack", "SIMULATOR kubelet", "SIMULATOR cert-manager"):
+    for simulator in ("SIMULATOR kpack", "SIMULATOR cert-manager"):
         assert simulator in out
+    # The node is real: the kubelet is not simulated, and the apps answer.
+    assert "SIMULATOR kubelet" not in out
+    assert state.node_netns
+    commit = sandbox.kubectl(
+        "-n", state.namespace, "get", "environment", "dev", "-o", "jsonpath={.status.commit}"
+    )
+    assert f"dev answers: Hello from Kapsa | commit: {commit}" in out
+    assert f"prod answers: Hello from Kapsa | commit: {commit}" in out
     assert f"--kubeconfig {state.kubeconfig} get projects,environments -A" in out
     assert f"kapsa history {state.project} --ledger {state.ledger_url}" in out
     assert (
@@ -142,18 +150,22 @@ def test_tour_shows_what_kapsa_does_at_each_step(sandbox: Sandbox) -> None:
     second = french.group(1)
     assert f"dev runs {second}" in out
     assert f"prod still runs {first}: autoSync is off" in out
+    assert re.search(rf"dev answers: Bonjour de Kapsa \| commit: {second}\w{{33}}", out), out
+    assert re.search(rf"prod answers: Hello from Kapsa \| commit: {first}\w{{33}}", out), out
 
     preview = re.search(r"pushed (\w{7}) to a new branch feature/new-api", out)
     assert preview, out
     url = f"https://feature-new-api.{state.project}.{state.base_domain}"
     assert f"preview feature-new-api runs {preview.group(1)} at {url}" in out
+    assert f"feature-new-api answers: Hello from the new API | commit: {preview.group(1)}" in out
 
-    assert re.search(r"Build failed: .*pip install failed: No matching distribution", out), out
+    assert re.search(r"Build failed: .*No buildpack groups passed detection", out), out
     assert f"dev still runs {second} (its last good image)" in out
     assert f"prod still runs {first} (its last good image)" in out
 
     fixed = git.head(repo, "main")[:7]
     assert f"Project Running again; dev runs {fixed}" in out
+    assert f"dev answers: Bonjour de Kapsa | commit: {fixed}" in out
 
     project = re.escape(f"Project/{state.project}")
     for row in (
@@ -210,6 +222,10 @@ def test_down_stops_every_process_it_started(sandbox: Sandbox) -> None:
         assert command_line(record.pid) != record.cmdline, f"{record.name} still runs"
     for name, port in state.ports.items():
         wait_until(partial(_port_free, port), timeout=10, message=f"{name} port {port} free")
+    # The node's network namespace and its pods went with it.
+    assert not (Path("/run/netns") / state.node_netns).exists()
+    shims = subprocess.run(["pgrep", "-f", state.node_netns], capture_output=True, check=False)
+    assert shims.stdout == b""
     after = kapsa_sandbox(sandbox.folder, "status")
     assert after.returncode == 1
     assert f"No sandbox runs in {sandbox.folder}" in after.stdout

@@ -10,4 +10,8 @@ mkdir -p "$root"
 } >"$root/index.html"
 env | cut -d= -f1 | sort >"$root/env"
 echo ok >"$root/healthz"
-exec httpd -f -p "${PORT:-8080}" -h "$root"
+httpd -f -p "${PORT:-8080}" -h "$root" &
+# As the container's first process, stop at once when Kubernetes asks (SIGTERM): a process 1
+# without a handler ignores it, and its pod would linger for the whole grace period.
+trap 'kill "$!"; exit 0' TERM
+wait
