@@ -3,9 +3,9 @@
     .venv/bin/python -m bench.faults
 
 Runs the fault tests (tests/e2e/test_faults.py, test_resilience.py, test_outages.py when
-present, test_fuzz.py) against a fresh local control plane, reads the counts they print, and
-writes them to docs/benchmarks.md. A failing test fails this script: no count is reported from
-a run that did not pass.
+present, test_fuzz.py, and the tenancy attacks of test_tenancy.py) against a fresh local
+control plane, reads the counts they print, and writes them to docs/benchmarks.md. A failing
+test fails this script: no count is reported from a run that did not pass.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ TESTS = [
     "tests/e2e/test_resilience.py",
     "tests/e2e/test_outages.py",
     "tests/e2e/test_fuzz.py",
+    "tests/e2e/test_tenancy.py",
 ]
 KILLS = re.compile(r"^\.*([a-z-]+): (\d+) kills survived, (\d+) ledger rows, (\d+) lost$", re.M)
 FUZZ = re.compile(r"generated specs: (\d+) refused by the schema, (\d+) handled", re.M)
 PASSED = re.compile(r"(\d+) passed")
+ATTACK = re.compile(r"^attack (\d+) (.+): refused as (\w+), nothing leaked$", re.M)
 
 
 def main() -> None:
@@ -72,6 +74,14 @@ def main() -> None:
             f"generated Project specs: {refused + handled} tried, {refused} refused by the "
             f"schema with the field named, {handled} handled by the operator, 0 crashes"
         )
+    attacks = ATTACK.findall(run.stdout)
+    if attacks:
+        report(
+            f"tenancy attacks (issue 14): {len(attacks)} tried, {len(attacks)} refused, "
+            "0 ledger rows or Secrets leaked (each asserted by its test):"
+        )
+        for number, what, reason in attacks:
+            report(f"  {number}. {what}: {reason}")
     report(f"at end: {load()}")
     report.write_section(
         "faults",

@@ -20,6 +20,14 @@ class SourceError(KapsaError):
     """The Git repository could not be read (down, timed out, refused credentials)."""
 
 
+class ListingTooLargeError(SourceError):
+    """A repository advertised more branches or bytes than Kapsa reads in one listing."""
+
+
+class HostKeyUnknownError(SourceError):
+    """An ssh repository whose host key nobody pinned: Kapsa does not connect to it."""
+
+
 class UnsafeURLError(InvalidSpecError):
     """A URL Kapsa refuses to hand to git or an HTTP client."""
 

@@ -21,16 +21,29 @@ DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 #: An RFC 1123 subdomain, at least two labels: a domain hosts are allocated under.
 DNS_DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$"
 
+#: Bounds every spec field carries, so that no object can grow past what etcd and the operator's
+#: memory are meant for. Names follow Kubernetes' own limits.
+NAME_MAX = 253
+NAMESPACE_MAX = 63
+BRANCH_MAX = 255
+DURATION_MAX = 32
+TEXT_MAX = 1024
+#: The longest duration Kapsa acts on; longer ones (which would overflow timedelta) mean this.
+LONGEST_DURATION = timedelta(days=3650)
+
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-def parse_duration(text: str) -> timedelta:
-    """`1h30m` -> 90 minutes. The schema has already rejected anything else."""
+def parse_duration(text: str, *, floor: timedelta = timedelta(0)) -> timedelta:
+    """`1h30m` -> 90 minutes, clamped to [floor, LONGEST_DURATION]. The schema has already
+    rejected anything else; the clamp is what keeps `99999999999h` from overflowing timedelta
+    in every reconcile of the Project."""
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 168h)")
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
-    return timedelta(seconds=seconds)
+    seconds = min(seconds, LONGEST_DURATION.total_seconds())
+    return max(timedelta(seconds=seconds), floor)
 
 
 class Model(BaseModel):
@@ -93,13 +106,19 @@ class LastTransition(Model):
 
 
 class NameRef(Model):
-    name: str = Field(min_length=1, description="The referenced object's name.")
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, description="The referenced object's name."
+    )
 
 
 class NamespacedRef(Model):
-    name: str = Field(min_length=1, description="The referenced object's name.")
+    name: str = Field(
+        min_length=1, max_length=NAME_MAX, description="The referenced object's name."
+    )
     namespace: str | None = Field(
         default=None,
+        max_length=NAMESPACE_MAX,
+        pattern=DNS_LABEL_PATTERN,
         description="Its namespace; defaults to the namespace Kapsa runs in (kapsa-system).",
     )
 

@@ -8,8 +8,11 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from kapsa.api.common import (
+    BRANCH_MAX,
     DNS_LABEL_PATTERN,
+    DURATION_MAX,
     DURATION_PATTERN,
+    NAMESPACE_MAX,
     Condition,
     LastTransition,
     Model,
@@ -17,7 +20,7 @@ from kapsa.api.common import (
     Resource,
     condition_list_field,
 )
-from kapsa.api.project import SecretRef
+from kapsa.api.project import MAX_SECRET_REFS, SecretRef
 
 #: A full commit id or an abbreviation of at least 7 hex digits, as `git log --oneline` shows it.
 COMMIT_PATTERN = r"^[0-9a-f]{7,64}$"
@@ -38,6 +41,7 @@ class ReleaseRequest(Model):
 
     rollback_to: str | None = Field(
         default=None,
+        max_length=64,
         pattern=COMMIT_PATTERN,
         description="Return to this commit (full or at least 7 hex digits). Only a commit the "
         "ledger shows Running and ready in this environment, whose image the registry still "
@@ -45,12 +49,14 @@ class ReleaseRequest(Model):
     )
     promote_from: str | None = Field(
         default=None,
+        max_length=NAMESPACE_MAX,
         pattern=DNS_LABEL_PATTERN,
         description="Run the image that this other environment of the Project runs (no "
         "rebuild). Only into an environment with autoSync false.",
     )
     min_ready: str | None = Field(
         default=None,
+        max_length=DURATION_MAX,
         pattern=DURATION_PATTERN,
         description="Promotion: how long the ledger must show the image Running and ready in "
         "promoteFrom (default 10m).",
@@ -84,14 +90,20 @@ class ReleaseStatus(Model):
 
 
 class EnvironmentSpec(Model):
-    project: str = Field(min_length=1, description="The Project this environment belongs to.")
+    project: str = Field(
+        min_length=1,
+        max_length=NAMESPACE_MAX,
+        description="The Project this environment belongs to.",
+    )
     type: EnvironmentType = Field(
         default=EnvironmentType.STANDARD, description="standard, or preview for a branch."
     )
-    branch: str = Field(min_length=1, description="The branch it runs.")
+    branch: str = Field(min_length=1, max_length=BRANCH_MAX, description="The branch it runs.")
     auto_sync: bool = Field(default=True, description="Roll out new commits by itself.")
     secret_refs: list[SecretRef] = Field(
-        default_factory=list, description="Secrets exposed to the app with envFrom."
+        default_factory=list,
+        max_length=MAX_SECRET_REFS,
+        description="Secrets exposed to the app with envFrom.",
     )
     auto_rollback: bool | None = Field(
         default=None,

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
 from kapsa.api.common import (
+    BRANCH_MAX,
     DNS_LABEL_PATTERN,
+    DURATION_MAX,
     DURATION_PATTERN,
     MAP_BY_NAME,
+    NAME_MAX,
+    TEXT_MAX,
     Condition,
     LastTransition,
     Model,
@@ -21,10 +25,15 @@ from kapsa.api.common import (
     condition_list_field,
 )
 
+MAX_SECRET_REFS = 20
+MAX_PATTERNS = 50
+BranchPattern = Annotated[str, Field(min_length=1, max_length=BRANCH_MAX)]
+
 
 class GitSource(Model):
     url: str = Field(
         min_length=1,
+        max_length=2048,
         description=(
             "The repository to build from: https:// or ssh (git@host:path). git:// and file:// "
             "only where the operator was started with --allow-insecure-sources."
@@ -33,7 +42,9 @@ class GitSource(Model):
     secret_ref: NamespacedRef | None = Field(
         default=None,
         description="A Secret with credentials for the repository (username/password or "
-        "ssh-privatekey). Never copied: read when Kapsa talks to the repository.",
+        "ssh-privatekey): in the Project's namespace, or shared with this Project by its owner "
+        "(annotations kapsa.io/shared-with-projects and kapsa.io/git-host). Builds get a copy "
+        "of its git keys only.",
     )
 
 
@@ -41,14 +52,17 @@ class SourceSpec(Model):
     git: GitSource = Field(description="Where the code lives.")
     poll_interval: str = Field(
         default="5m",
+        max_length=DURATION_MAX,
         pattern=DURATION_PATTERN,
-        description="How often Kapsa checks the branches for new commits (e.g. 30s, 5m, 1h).",
+        description="How often Kapsa checks the branches for new commits (e.g. 30s, 5m, 1h). "
+        "Shorter than the operator's --min-poll-interval (default 10s) means that floor.",
     )
     webhook_secret_ref: NamespacedRef | None = Field(
         default=None,
         description="A Secret whose `token` key authenticates push webhooks for this Project "
-        "(GitHub/Gitea HMAC signature or GitLab token). Without it, webhooks are refused and "
-        "polling alone finds new commits.",
+        "(GitHub/Gitea HMAC signature or GitLab token), in the Project's namespace or shared "
+        "with it (annotation kapsa.io/shared-with-projects). Without it, webhooks are refused "
+        "and polling alone finds new commits.",
     )
 
 
@@ -62,7 +76,12 @@ class BuilderRef(Model):
     kind: Literal["ClusterBuilder", "Builder"] = Field(
         default="ClusterBuilder", description="The kpack builder kind."
     )
-    name: str = Field(default="default", min_length=1, description="The kpack builder's name.")
+    name: str = Field(
+        default="default",
+        min_length=1,
+        max_length=NAME_MAX,
+        description="The kpack builder's name.",
+    )
 
 
 class BuildSpec(Model):
@@ -77,17 +96,25 @@ class BuildSpec(Model):
     registry_ref: NameRef = Field(description="The Registry images are pushed to.")
     repository: str = Field(
         min_length=1,
+        max_length=255,
         pattern=r"^[a-z0-9]+([._/-][a-z0-9]+)*$",
         description="The image repository in the registry, e.g. myapp/api.",
     )
     dockerfile: str = Field(
-        default="Dockerfile", min_length=1, description="Path of the Dockerfile in the repository."
+        default="Dockerfile",
+        min_length=1,
+        max_length=TEXT_MAX,
+        description="Path of the Dockerfile in the repository.",
     )
 
 
 class EnvVar(Model):
-    name: str = Field(min_length=1, description="Variable name.")
-    value: str = Field(default="", description="A plain value; use secretRefs for secrets.")
+    name: str = Field(min_length=1, max_length=256, description="Variable name.")
+    value: str = Field(
+        default="",
+        max_length=32768,
+        description="A plain value; use secretRefs for secrets.",
+    )
 
 
 #: A Kubernetes quantity as users write them for CPU and memory: 250m, 0.5, 128Mi, 1Gi.
@@ -96,10 +123,16 @@ QUANTITY_PATTERN = r"^(0|[1-9][0-9]*)(\.[0-9]+)?(m|k|M|G|T|Ki|Mi|Gi|Ti)?$"
 
 class ResourceAmounts(Model):
     cpu: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN, description="CPU, in cores or millicores (250m)."
+        default=None,
+        max_length=DURATION_MAX,
+        pattern=QUANTITY_PATTERN,
+        description="CPU, in cores or millicores (250m).",
     )
     memory: str | None = Field(
-        default=None, pattern=QUANTITY_PATTERN, description="Memory, e.g. 128Mi or 1Gi."
+        default=None,
+        max_length=DURATION_MAX,
+        pattern=QUANTITY_PATTERN,
+        description="Memory, e.g. 128Mi or 1Gi.",
     )
 
 
@@ -119,9 +152,12 @@ class AppResources(Model):
 class AppSpec(Model):
     port: int = Field(default=8080, ge=1, le=65535, description="The port the app listens on.")
     replicas: int = Field(default=1, ge=0, le=100, description="Pods per environment.")
-    env: list[EnvVar] = Field(default_factory=list, description="Plain environment variables.")
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=100, description="Plain environment variables."
+    )
     health_path: str | None = Field(
         default=None,
+        max_length=TEXT_MAX,
         description="HTTP path for readiness and liveness probes; unset, a pod is ready once "
         "it accepts connections on the port.",
     )
@@ -131,6 +167,7 @@ class AppSpec(Model):
     )
     rollout_deadline: str = Field(
         default="10m",
+        max_length=DURATION_MAX,
         pattern=DURATION_PATTERN,
         description="How long a rollout may take to become ready before the environment is "
         "marked Failed (reason RolloutDeadlineExceeded).",
@@ -139,7 +176,9 @@ class AppSpec(Model):
 
 class SecretRef(Model):
     name: str = Field(
-        min_length=1, description="A Secret in the Project's namespace, exposed with envFrom."
+        min_length=1,
+        max_length=NAME_MAX,
+        description="A Secret in the Project's namespace, exposed with envFrom.",
     )
 
 
@@ -149,12 +188,16 @@ class EnvironmentTemplate(Model):
         max_length=40,
         description="The environment's name; also the first label of its host.",
     )
-    branch: str = Field(min_length=1, description="The branch this environment runs.")
+    branch: str = Field(
+        min_length=1, max_length=BRANCH_MAX, description="The branch this environment runs."
+    )
     auto_sync: bool = Field(
         default=True, description="Roll out every new commit on the branch by itself."
     )
     secret_refs: list[SecretRef] = Field(
-        default_factory=list, description="Secrets exposed to the app as environment variables."
+        default_factory=list,
+        max_length=MAX_SECRET_REFS,
+        description="Secrets exposed to the app as environment variables.",
     )
     auto_rollback: bool = Field(
         default=False,
@@ -165,20 +208,25 @@ class EnvironmentTemplate(Model):
 
 class PreviewSpec(Model):
     enabled: bool = Field(default=False, description="Create an environment per matching branch.")
-    include: list[str] = Field(
-        default_factory=lambda: ["*"], description="Branch glob patterns that get a preview."
+    include: list[BranchPattern] = Field(
+        default_factory=lambda: ["*"],
+        max_length=MAX_PATTERNS,
+        description="Branch glob patterns that get a preview.",
     )
-    exclude: list[str] = Field(
-        default_factory=list, description="Branch glob patterns that never do (exclude wins)."
+    exclude: list[BranchPattern] = Field(
+        default_factory=list,
+        max_length=MAX_PATTERNS,
+        description="Branch glob patterns that never do (exclude wins).",
     )
     ttl: str = Field(
         default="168h",
+        max_length=DURATION_MAX,
         pattern=DURATION_PATTERN,
         description="A preview with no new rollout for this long is removed (default 7 days).",
     )
     max_count: int = Field(default=10, ge=0, le=1000, description="Live previews at most.")
     secret_refs: list[SecretRef] = Field(
-        default_factory=list, description="Secrets every preview gets."
+        default_factory=list, max_length=MAX_SECRET_REFS, description="Secrets every preview gets."
     )
 
 
@@ -189,6 +237,7 @@ class ProjectSpec(Model):
     app: AppSpec = Field(default_factory=AppSpec, description="How the app runs.")
     environments: list[EnvironmentTemplate] = Field(
         default_factory=list,
+        max_length=20,
         description="The long-lived environments, one per entry.",
         json_schema_extra=MAP_BY_NAME,
     )

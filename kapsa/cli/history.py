@@ -2,10 +2,10 @@
 
 Tables for people (newest last, so the latest is next to the prompt), `-o json` for scripts.
 The queries and their JSON shape live in kapsa.ledger, which the HTTP server reuses; with
-`--server` the same queries go to the operator's HTTP port, so that a user with
-`kubectl port-forward svc/kapsa 8080` needs neither the ledger file nor a shell in the pod. Both
-ways (kapsa.cli.ledger_client) return the same JSON, and the tables are printed from it, so
-they print the same thing.
+`--server` the same queries go to the operator's internal HTTP listener, so that a user with
+`kubectl -n kapsa-system port-forward deployment/kapsa 8081` needs neither the ledger file nor a
+shell in the pod. Both ways (kapsa.cli.ledger_client) return the same JSON, and the tables are
+printed from it, so they print the same thing.
 """
 
 from __future__ import annotations

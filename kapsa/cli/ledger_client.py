@@ -4,8 +4,8 @@
 number the releases they read, so all of them must read the same answer whichever way they
 reach the ledger. Both ways return the JSON shape of kapsa.ledger (`to_dict`), which is what
 the operator's HTTP API sends: a command can print or count it without knowing where it came
-from. With `--server`, a user with `kubectl port-forward svc/kapsa 8080` needs neither the
-ledger file nor a shell in the pod.
+from. With `--server`, a user with `kubectl -n kapsa-system port-forward deployment/kapsa 8081`
+needs neither the ledger file nor a shell in the pod.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from kapsa.ledger import Ledger
 from kapsa.ledger.records import iso
 
 SERVER_HELP = (
-    "Read over HTTP from the operator instead of the ledger file, e.g. http://localhost:8080 "
-    "after `kubectl port-forward svc/kapsa 8080`."
+    "Read over HTTP from the operator instead of the ledger file, e.g. http://localhost:8081 "
+    "after `kubectl -n kapsa-system port-forward deployment/kapsa 8081`."
 )
 #: Connecting is quick or hopeless (a port-forward that is not running); a long history may take
 #: a while to read and send.
@@ -85,13 +85,13 @@ def read_from_ledger(url: str, *, query: LedgerQuery, deployments: bool) -> Any:
 def server_url(text: str) -> str:
     """The operator's base URL from `--server`, refused early when it cannot be an HTTP URL.
 
-    Without the check a typo such as `localhost:8080` would only fail at the request, in
+    Without the check a typo such as `localhost:8081` would only fail at the request, in
     requests' words about connection adapters rather than in the option's.
     """
     url = urlsplit(text)
     if url.scheme not in ("http", "https") or not url.netloc:
         raise typer.BadParameter(
-            f"not an http(s) URL: {text!r} (e.g. http://localhost:8080)", param_hint="--server"
+            f"not an http(s) URL: {text!r} (e.g. http://localhost:8081)", param_hint="--server"
         )
     return text.rstrip("/")
 
@@ -120,7 +120,7 @@ def read_from_server(server: str, *, query: LedgerQuery, deployments: bool) -> A
     except requests.ConnectionError as exc:
         raise ServerError(
             f"cannot reach the Kapsa server at {server} ({_root_cause(exc)}); "
-            "is `kubectl port-forward svc/kapsa 8080` running?"
+            "is `kubectl -n kapsa-system port-forward deployment/kapsa 8081` running?"
         ) from None
     except requests.Timeout:
         raise ServerError(f"the Kapsa server at {server} did not answer in time") from None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,12 +43,49 @@ def operator(
     registry_ca_bundle: Annotated[
         str | None, typer.Option(help="CA bundle for registries with a private CA.")
     ] = None,
+    ssh_known_hosts: Annotated[
+        Path | None, typer.Option(help="known_hosts of ssh git hosts every Project may trust.")
+    ] = None,
     http_host: Annotated[
-        str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of health, metrics, webhooks.")
+        str, typer.Option(envvar="KAPSA_HTTP_HOST", help="Address of the probes and webhooks.")
     ] = "0.0.0.0",  # noqa: S104 (the Service must reach the pod)
     http_port: Annotated[
         int, typer.Option(envvar="KAPSA_HTTP_PORT", min=0, max=65535, help="Their port.")
     ] = 8080,
+    internal_host: Annotated[
+        str,
+        typer.Option(
+            envvar="KAPSA_INTERNAL_HOST",
+            help="Address of metrics and the ledger API; off loopback, callers need a token "
+            "the API server authorizes.",
+        ),
+    ] = "127.0.0.1",
+    internal_port: Annotated[
+        int, typer.Option(envvar="KAPSA_INTERNAL_PORT", min=0, max=65535, help="Their port.")
+    ] = 8081,
+    min_poll_interval: Annotated[
+        str, typer.Option(help="The shortest pollInterval honoured (a duration, e.g. 10s).")
+    ] = "10s",
+    reserved_namespace: Annotated[
+        list[str] | None,
+        typer.Option(help="A namespace no Project may take (repeat the option for more)."),
+    ] = None,
+    reserved_namespace_prefix: Annotated[
+        list[str] | None,
+        typer.Option(help="A prefix no Project name may start with (default kube-, openshift-)."),
+    ] = None,
+    namespace_quota: Annotated[
+        list[str] | None,
+        typer.Option(help="RESOURCE=QUANTITY of every Project namespace's quota; none for none."),
+    ] = None,
+    container_limit: Annotated[
+        list[str] | None,
+        typer.Option(help="RESOURCE=QUANTITY: the LimitRange's default container limit."),
+    ] = None,
+    container_request: Annotated[
+        list[str] | None,
+        typer.Option(help="RESOURCE=QUANTITY: the LimitRange's default container request."),
+    ] = None,
     log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
 ) -> None:
@@ -58,6 +95,8 @@ def operator(
     from kapsa.reconcile.context import Settings
     from kapsa.reconcile.operator import Operator
     from kapsa.web import WebServer
+    from kapsa.web.auth import KubeAuthorizer
+    from kapsa.web.server import is_loopback
 
     configure_logging(fmt=log_format, level=log_level)
     settings = Settings(
@@ -68,10 +107,20 @@ def operator(
         resync_seconds=resync_seconds,
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,
+        ssh_known_hosts=ssh_known_hosts,
+        **_tenancy_settings(
+            min_poll_interval=min_poll_interval,
+            reserved_namespace=reserved_namespace,
+            reserved_namespace_prefix=reserved_namespace_prefix,
+            namespace_quota=namespace_quota,
+            container_limit=container_limit,
+            container_request=container_request,
+        ),
     )
     the_ledger = Ledger.open(ledger)
+    kube = Kube.from_kubeconfig(kubeconfig)
     the_operator = Operator(
-        kube=Kube.from_kubeconfig(kubeconfig),
+        kube=kube,
         ledger=the_ledger,
         settings=settings,
         workers=workers,
@@ -87,6 +136,9 @@ def operator(
     web = WebServer(
         host=http_host,
         port=http_port,
+        internal_host=internal_host,
+        internal_port=internal_port,
+        authorizer=None if is_loopback(internal_host) else KubeAuthorizer(kube),
         ledger=the_ledger,
         trigger_poll=the_operator.trigger_poll,
         webhook_secret=the_operator.webhook_secret,
@@ -95,8 +147,55 @@ def operator(
     # Up before the caches sync, so the liveness probe answers while they do.
     web.start()
     logging.getLogger("kapsa").info(
-        "starting; ledger %s; http on %s:%s", ledger.split("@")[-1], http_host, web.port
+        "starting; ledger %s; http on %s:%s; internal http on %s:%s",
+        ledger.split("@")[-1],
+        http_host,
+        web.port,
+        internal_host,
+        web.internal_port,
     )
     the_operator.start()
     the_operator.wait()
     web.stop()
+
+
+def _pairs(values: list[str], option: str) -> tuple[tuple[str, str], ...]:
+    if values == ["none"]:
+        return ()
+    pairs = []
+    for value in values:
+        key, sep, quantity = value.partition("=")
+        if not sep or not key or not quantity:
+            raise typer.BadParameter(f"{value!r}: use RESOURCE=QUANTITY", param_hint=option)
+        pairs.append((key, quantity))
+    return tuple(pairs)
+
+
+def _tenancy_settings(
+    *,
+    min_poll_interval: str,
+    reserved_namespace: list[str] | None,
+    reserved_namespace_prefix: list[str] | None,
+    namespace_quota: list[str] | None,
+    container_limit: list[str] | None,
+    container_request: list[str] | None,
+) -> dict[str, Any]:
+    """The Settings fields of the tenancy flags; unset list flags keep Settings' defaults."""
+    from kapsa.api.common import parse_duration
+
+    try:
+        floor = parse_duration(min_poll_interval).total_seconds()
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--min-poll-interval") from exc
+    fields: dict[str, Any] = {"min_poll_interval": floor}
+    if reserved_namespace:
+        fields["reserved_namespaces"] = frozenset(reserved_namespace)
+    if reserved_namespace_prefix is not None:
+        fields["reserved_namespace_prefixes"] = tuple(p for p in reserved_namespace_prefix if p)
+    if namespace_quota is not None:
+        fields["namespace_quota"] = _pairs(namespace_quota, "--namespace-quota")
+    if container_limit is not None:
+        fields["container_limits"] = _pairs(container_limit, "--container-limit")
+    if container_request is not None:
+        fields["container_requests"] = _pairs(container_request, "--container-request")
+    return fields

@@ -3,7 +3,8 @@
 Every git process Kapsa runs gets an environment built here: no system or user configuration
 (a developer's `~/.gitconfig` or the image's `/etc/gitconfig` must not change what the operator
 does), no terminal prompts (a missing password fails instead of hanging), only protocol v2, and
-the `ext::`/`fd::` transports switched off whatever URL reaches git. Passwords go through a
+the `ext::`/`fd::` transports switched off whatever URL reaches git, no http redirects, and ssh
+trusting only the host keys pinned in `known_hosts`. Passwords go through a
 GIT_ASKPASS script reading them from the environment, which only the operator's own user can
 read (argv is visible to everyone through /proc); SSH keys go to a 0600 file in a private
 temporary directory that is removed when the command ends.
@@ -44,6 +45,8 @@ _CONFIG = {
     "protocol.ext.allow": "never",
     "protocol.fd.allow": "never",
     "credential.helper": "",
+    # An allowed host must not be able to send git (and the credentials) to another address.
+    "http.followRedirects": "false",
 }
 
 
@@ -54,7 +57,8 @@ class GitCredentials:
     username: str | None = field(default=None, repr=False)
     password: str | None = field(default=None, repr=False)
     ssh_private_key: str | None = field(default=None, repr=False)
-    #: Pins the SSH host keys; without it the first key seen is accepted (accept-new).
+    #: Pins the SSH host keys. Without it no ssh host is trusted: every connection would see a
+    #: fresh, empty known_hosts, so trusting the first key would trust every key.
     known_hosts: str | None = field(default=None, repr=False)
 
     def secrets(self) -> list[str]:
@@ -107,12 +111,20 @@ def _write_private(path: Path, content: str, *, mode: int = stat.S_IRUSR | stat.
 
 def _ssh_command(home: Path, credentials: GitCredentials | None) -> str:
     known_hosts = home / "known_hosts"
-    options = ["-F", "/dev/null", "-o", "BatchMode=yes", "-o", f"UserKnownHostsFile={known_hosts}"]
-    if credentials is not None and credentials.known_hosts:
-        _write_private(known_hosts, credentials.known_hosts.rstrip("\n") + "\n")
-        options += ["-o", "StrictHostKeyChecking=yes"]
-    else:
-        options += ["-o", "StrictHostKeyChecking=accept-new"]
+    options = [
+        "-F",
+        "/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ]
+    pinned = (credentials.known_hosts or "") if credentials is not None else ""
+    _write_private(known_hosts, pinned.rstrip("\n") + "\n" if pinned else "")
     if credentials is not None and credentials.ssh_private_key:
         key = home / "id_key"
         # OpenSSH refuses a key file without its final newline.

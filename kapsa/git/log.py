@@ -17,6 +17,7 @@ import git
 from kapsa.errors import InvalidSpecError, SourceError
 from kapsa.git.credentials import GitCredentials, git_environment, scrub
 from kapsa.git.strategy import _cached_repo, _has_commit
+from kapsa.git.urls import CheckedURL
 
 _COMMIT_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 _FIELD = "\x1f"
@@ -34,7 +35,7 @@ class Commit:
 
 
 def commits_between(
-    url: str,
+    url: CheckedURL,
     old: str,
     new: str,
     *,

@@ -22,6 +22,7 @@ import git
 
 from kapsa.errors import InvalidSpecError, SourceError
 from kapsa.git.credentials import GitCredentials, git_environment, scrub
+from kapsa.git.urls import CheckedURL
 
 Strategy = Literal["dockerfile", "buildpacks"]
 
@@ -110,7 +111,7 @@ def _source_error(exc: git.GitCommandError, credentials: GitCredentials | None) 
 
 
 def detect_strategy(
-    url: str,
+    url: CheckedURL,
     commit: str,
     *,
     dockerfile: str = "Dockerfile",

@@ -8,8 +8,12 @@ ssh are accepted by default, git:// and file:// (and plain http) only when the a
 insecure sources, and hosts that resolve to non-public addresses only when the admin allows
 private hosts (a self-hosted Gitea in the cluster, a test server).
 
-The address check is made when the URL is validated; git resolves the name again when it
-connects, so a DNS answer that changes in between is not caught here.
+Every parse error is a refusal with a reason (never a ValueError escaping to the reconciler),
+and IPv6 addresses that embed an IPv4 one (NAT64, 6to4, Teredo, IPv4-compatible or -mapped) are
+judged by the IPv4 address they reach. The address check is made when the URL is validated, and
+the operator validates again before every git call (see kapsa.reconcile.sources.checked_url);
+git itself never follows an http redirect (kapsa.git.credentials), so an allowed host cannot
+send it elsewhere.
 """
 
 from __future__ import annotations
@@ -33,6 +37,14 @@ _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 # git's own rule: a colon before any slash makes `[user@]host:path` an ssh address.
 _SCP_RE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>\[[^\]/]+\]|[^@/:\[\]]+):(?P<path>.*)$")
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
+_BRACKETED_RE = re.compile(r"^\[[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?\](:[0-9]*)?$")
+#: IPv6 prefixes that carry an IPv4 address in their last 32 bits: NAT64 (well-known and
+#: local-use) and the deprecated IPv4-compatible form. 6to4 and Teredo have their own accessors.
+_V4_IN_LAST_32 = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+    ipaddress.IPv6Network("::/96"),
+)
 
 
 def _refuse(url: str, reason: str) -> UnsafeURLError:
@@ -56,17 +68,22 @@ def _check_characters(url: str) -> None:
         raise _refuse(url, "`<transport>::` remote helper URLs can run arbitrary commands")
 
 
-def _check_host(url: str, host: str | None) -> str:
+def _check_host(url: str, host: str | None, *, bracketed: bool = False) -> str:
     if not host:
         raise _refuse(url, "it has no host")
     bare = host.strip("[]")
     if bare.startswith("-"):
         raise _refuse(url, "the host starts with '-'")
     try:
-        ipaddress.ip_address(bare.split("%", 1)[0])
+        address = ipaddress.ip_address(bare.split("%", 1)[0])
     except ValueError:
+        if bracketed or host.startswith("["):
+            raise _refuse(url, f"[{bare}] is not an IPv6 address") from None
         if not _HOSTNAME_RE.fullmatch(bare):
             raise _refuse(url, f"{bare!r} is not a host name") from None
+        return bare
+    if (bracketed or host.startswith("[")) and address.version != 6:
+        raise _refuse(url, f"[{bare}] is not an IPv6 address")
     return bare
 
 
@@ -75,9 +92,17 @@ def _split_scheme(url: str, scheme: str, *, allow_insecure: bool) -> tuple[str |
         raise _refuse(url, f"scheme {scheme!r} is not supported (use https or ssh)")
     if scheme in INSECURE_SCHEMES and not allow_insecure:
         raise _refuse(url, f"{scheme}:// is unauthenticated or local; the admin has to allow it")
-    parts: SplitResult = urlsplit(url)
+    try:
+        parts: SplitResult = urlsplit(url)
+    except ValueError as exc:  # an unbalanced or misplaced bracket
+        raise _refuse(url, f"its host cannot be parsed ({exc})") from None
+    hostport = parts.netloc.rpartition("@")[2]
+    bracketed = "[" in hostport or "]" in hostport
+    if bracketed and not _BRACKETED_RE.fullmatch(hostport):
+        raise _refuse(url, "brackets may only enclose an IPv6 address, once")
     try:
         port = parts.port
+        hostname = parts.hostname
     except ValueError:
         raise _refuse(url, "the port is not a number between 0 and 65535") from None
     if scheme == "file":
@@ -90,7 +115,7 @@ def _split_scheme(url: str, scheme: str, *, allow_insecure: bool) -> tuple[str |
         raise _refuse(url, "passwords belong in the project's credentials Secret, not the URL")
     if parts.username is not None and parts.username.startswith("-"):
         raise _refuse(url, "the user name starts with '-'")
-    return _check_host(url, parts.hostname), port
+    return _check_host(url, hostname, bracketed=bracketed), port
 
 
 def _split_scp(url: str) -> str:
@@ -102,13 +127,31 @@ def _split_scp(url: str) -> str:
         raise _refuse(url, "the user name starts with '-'")
     if not match.group("path"):
         raise _refuse(url, "it names no repository path")
-    return _check_host(url, match.group("host"))
+    return _check_host(url, match.group("host"), bracketed=match.group("host").startswith("["))
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address reaches through a translator or tunnel."""
+    found = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in network for network in _V4_IN_LAST_32) and int(ip) & 0xFFFFFFFF:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
 
 
 def _is_public(address: str) -> bool:
+    """Global and unicast, and so is every IPv4 address it embeds (NAT64 `64:ff9b::7f00:1`
+    reaches 127.0.0.1 as surely as `::ffff:127.0.0.1` does)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        if embedded:
+            return all(v4.is_global and not v4.is_multicast for v4 in embedded)
     return ip.is_global and not ip.is_multicast
 
 
@@ -129,21 +172,47 @@ def _check_public(url: str, host: str, port: int | None) -> None:
             raise _refuse(url, f"{host!r} resolves to the non-public address {address}")
 
 
+class CheckedURL(str):
+    """A URL that passed validate_url just now. The git functions take only this type, so
+    mypy shows every git call going through the check; the operator makes one per call rather
+    than keeping them, because the host's addresses may change in between."""
+
+    __slots__ = ()
+
+
 def validate_url(
     url: str, *, allow_insecure: bool = False, allow_private_hosts: bool = False
-) -> str:
+) -> CheckedURL:
     """`url` unchanged when Kapsa may hand it to git; UnsafeURLError saying why when not.
 
     Raises SourceError, not UnsafeURLError, when the host cannot be resolved right now: a DNS
     outage must not turn a good Project into an invalid one.
     """
+    host, port = _parse(url, allow_insecure=allow_insecure)
+    if host is not None and not allow_private_hosts:
+        _check_public(url, host, port)
+    return CheckedURL(url)
+
+
+def is_ssh(url: str) -> bool:
+    """Whether git reaches `url` over ssh (an ssh:// URL or a `user@host:path` address)."""
+    match = _SCHEME_RE.match(url)
+    if match is None:
+        return not url.startswith("/")
+    return match.group(1).lower() in SECURE_SCHEMES - {"https"}
+
+
+def url_host(url: str) -> str:
+    """The host `url` names, without resolving it (empty for file://); UnsafeURLError when the
+    URL cannot be parsed. Credentials are bound to this name."""
+    host, _ = _parse(url, allow_insecure=True)
+    return (host or "").lower().rstrip(".")
+
+
+def _parse(url: str, *, allow_insecure: bool) -> tuple[str | None, int | None]:
     _check_characters(url)
     scheme_match = _SCHEME_RE.match(url)
     if scheme_match is not None:
         scheme = scheme_match.group(1).lower()
-        host, port = _split_scheme(url, scheme, allow_insecure=allow_insecure)
-    else:
-        host, port = _split_scp(url), None
-    if host is not None and not allow_private_hosts:
-        _check_public(url, host, port)
-    return url
+        return _split_scheme(url, scheme, allow_insecure=allow_insecure)
+    return _split_scp(url), None

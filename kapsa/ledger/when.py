@@ -18,13 +18,15 @@ def parse_when(text: str, *, now: datetime) -> datetime:
     Shared by the CLI and the HTTP server so that `--since 2h` and `?since=2h` agree.
     """
     text = text.strip()
-    if _SPAN.fullmatch(text):
-        seconds = sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
-        return (now - timedelta(seconds=seconds)).astimezone(UTC)
     try:
+        if _SPAN.fullmatch(text):
+            seconds = sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
+            return (now - timedelta(seconds=seconds)).astimezone(UTC)
         value = datetime.fromisoformat(text)
-    except ValueError:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except (ValueError, OverflowError):
+        # OverflowError: a span reaching before year 1, or 0001-01-01 in a zone east of UTC.
         raise InvalidSpecError(
-            f"not a time: {text!r} (use ISO 8601 like 2024-05-01T12:00Z, or a span ago like 2h)"
+            f"not a time: {text[:80]!r} (use ISO 8601 like 2024-05-01T12:00Z, or a span ago "
+            "like 2h, after the year 1)"
         ) from None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -19,7 +19,8 @@ from kapsa.k8s.client import JSON, ApiError
 from kapsa.k8s.resources import JOB, KPACK_IMAGE
 from kapsa.machines import BuildState
 from kapsa.reconcile.context import Context
-from kapsa.reconcile.sources import Sources
+from kapsa.reconcile.sources import checked_url
+from kapsa.reconcile.tenancy import git_credentials
 from kapsa.registry import RegistryCredentials
 from kapsa.registry.credentials import credentials_from_secret
 from kapsa.registry.digest import resolve_digest
@@ -56,12 +57,10 @@ class Builds:
         key = (url, commit)
         if key not in self._strategies:
             self._strategies[key] = detect_strategy(
-                url,
+                checked_url(self.ctx, url),
                 commit,
                 dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),
-                credentials=Sources.credentials(
-                    self.ctx, project["spec"]["source"]["git"].get("secretRef")
-                ),
+                credentials=git_credentials(self.ctx, project),
                 cache_dir=self.ctx.settings.git_cache,
                 timeout=self.ctx.settings.git_timeout,
             )

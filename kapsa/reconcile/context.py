@@ -40,6 +40,20 @@ class Settings:
     branch_gone_after: int = 2
     """Consecutive successful listings without a branch before its preview counts as gone."""
     registry_ca_bundle: str | None = None
+    ssh_known_hosts: Path | None = None
+    """A known_hosts file of ssh git hosts every Project may trust (e.g. github.com's keys)."""
+    min_poll_interval: float = 10.0
+    """Seconds: a shorter spec.source.pollInterval means this (condition PollIntervalRaised)."""
+    reserved_namespaces: frozenset[str] = frozenset()
+    """Names no Project may take as its namespace, beyond the system ones and Kapsa's own."""
+    reserved_namespace_prefixes: tuple[str, ...] = ("kube-", "openshift-")
+    namespace_quota: tuple[tuple[str, str], ...] = ()
+    """The ResourceQuota of every Project namespace (none when empty); the platform's values
+    are the operator's --namespace-quota flags in deploy/kapsa-operator.yaml."""
+    container_limits: tuple[tuple[str, str], ...] = ()
+    """Limits the LimitRange gives containers that set none (no LimitRange when empty)."""
+    container_requests: tuple[tuple[str, str], ...] = ()
+    """Requests the LimitRange gives containers that set none."""
 
 
 @dataclass

@@ -34,6 +34,7 @@ from kapsa.machines import (
     Transition,
     decide_environment,
 )
+from kapsa.reconcile import tenancy
 from kapsa.reconcile.conditions import is_true, set_condition
 from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.pods import UNHEALTHY, PodProblem, pod_problem, probe_message
@@ -75,8 +76,14 @@ class EnvironmentReconciler:
         if env is None:
             return Result()
         project_name = env["spec"]["project"]
-        self.catch_up.ensure(ctx, env, project=project_name)
         project = ctx.caches[PROJECT].get(project_name)
+        refusal = tenancy.environment_refusal(env, project)
+        if refusal is not None:  # before the ledger: a claim on another Project writes nothing
+            tenancy.refuse_environment(
+                ctx, env, reason=refusal[0], message=refusal[1], finalizer=FINALIZER
+            )
+            return Result()
+        self.catch_up.ensure(ctx, env, project=project_name)
         if env["metadata"].get("deletionTimestamp"):
             return self._finalize(env, project_name)
         if project is None or project["metadata"].get("deletionTimestamp"):

@@ -3,7 +3,8 @@
 kpack and the Dockerfile Job read credentials from Secrets in their own namespace, so Kapsa keeps
 copies there, owned by the Project (deleted with it) and refreshed when the source changes: the
 registry's push credentials (annotated `kpack.io/docker`) and, for a private repository, its git
-credentials (annotated `kpack.io/git`). Kapsa's own objects only ever hold the references.
+credentials (annotated `kpack.io/git`), only once tenancy.py let the Project use them, and only
+their git keys. Kapsa's own objects only ever hold the references.
 
 App pods run as a ServiceAccount of their own, `kapsa-app`, whose only credential is a pull
 secret for the Registry, named in `imagePullSecrets` and never mounted: the kubelet uses it to
@@ -23,6 +24,7 @@ from kapsa.k8s.client import JSON
 from kapsa.k8s.resources import SECRET, SERVICE_ACCOUNT
 from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET
 from kapsa.reconcile.context import Context
+from kapsa.reconcile.tenancy import git_copy_data, git_secret
 
 REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
 PULL_SECRET = "kapsa-registry-pull"  # noqa: S105 (a Secret's name, not a password)
@@ -39,8 +41,7 @@ class BuildIdentity:
         ctx = self.ctx
         ref = registry["spec"]["credentialsSecretRef"]
         push = ctx.secret(ref["name"], ref.get("namespace"))
-        git_ref = project["spec"]["source"]["git"].get("secretRef")
-        git = ctx.secret(git_ref["name"], git_ref.get("namespace")) if git_ref else None
+        git = git_secret(ctx, project)  # refused before this point when not the Project's
         key = "/".join([project["metadata"]["uid"], *(_version(s) for s in (push, git))])
         with self._lock:
             accounts = ctx.caches[SERVICE_ACCOUNT]
@@ -82,14 +83,15 @@ class BuildIdentity:
             )
         if git is not None:
             url = project["spec"]["source"]["git"]["url"]
+            data, type_ = git_copy_data(git)
             ctx.kube.apply(
                 SECRET,
                 _copy(
                     GIT_SECRET,
                     namespace,
                     owner,
-                    data=git.get("data") or {},
-                    type_=git.get("type", "Opaque"),
+                    data=data,
+                    type_=type_,
                     annotations={"kpack.io/git": _git_origin(url)},
                 ),
             )

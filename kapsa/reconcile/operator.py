@@ -6,13 +6,13 @@ so a missed event is repaired by the next event or by the periodic resync.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import socket
 import threading
 import time
 from collections.abc import Hashable
+from datetime import timedelta
 from typing import Any
 
 from kapsa import metrics
@@ -47,6 +47,7 @@ from kapsa.reconcile.project import ProjectReconciler, Result
 from kapsa.reconcile.queue import WorkQueue
 from kapsa.reconcile.recorder import LedgerCatchUp
 from kapsa.reconcile.sources import Sources
+from kapsa.reconcile.tenancy import webhook_token
 from kapsa.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,11 @@ class Operator:
         if event == "DELETED":
             self.scheduler.forget(name)
         else:
-            interval = parse_duration(obj["spec"]["source"].get("pollInterval", "5m"))
-            self.scheduler.track(name, interval_seconds=max(interval.total_seconds(), 1.0))
+            interval = parse_duration(
+                obj["spec"]["source"].get("pollInterval", "5m"),
+                floor=timedelta(seconds=self.ctx.settings.min_poll_interval),
+            )
+            self.scheduler.track(name, interval_seconds=interval.total_seconds())
 
     def _on_environment(self, _event: str, obj: JSON) -> None:
         meta = obj["metadata"]
@@ -192,7 +196,7 @@ class Operator:
         if project is None:
             return
         with metrics.timed_poll() as done:
-            snapshot, changed = self.sources.poll(self.ctx, project)
+            snapshot, changed = self.sources.poll(self.ctx, project, gated=True)
             done("error" if snapshot.error is not None else "changed" if changed else "unchanged")
         if changed:
             self.queue.add(("Project", name))
@@ -210,12 +214,7 @@ class Operator:
     def webhook_secret(self, name: str) -> bytes | None:
         """The shared token of a Project's push webhooks, read from its Secret."""
         project = self.caches[PROJECT].get(name)
-        ref = (project or {}).get("spec", {}).get("source", {}).get("webhookSecretRef")
-        if not ref:
-            return None
-        secret = self.ctx.secret(ref["name"], ref.get("namespace"))
-        token = ((secret or {}).get("data") or {}).get("token")
-        return base64.b64decode(token).strip() if token else None
+        return webhook_token(self.ctx, project) if project is not None else None
 
     def ready(self) -> bool:
         """Caches synced, and leading or standing by for the Lease."""

@@ -38,6 +38,10 @@ def matches(branch: str, *, include: list[str], exclude: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(branch, p) for p in include)
 
 
+#: Waiting previews listed in status.previews at most; the PreviewsCapped condition counts all.
+MAX_WAITING_SHOWN = 100
+
+
 class PreviewReconciler:
     def __init__(self, ctx: Context, *, builds: Builds, environment_manifest: Any) -> None:
         self.ctx = ctx
@@ -111,7 +115,12 @@ class PreviewReconciler:
             )
         elif any(c.get("type") == "PreviewsCapped" for c in draft.conditions):
             draft.condition("PreviewsCapped", False, "BelowMaxCount", "every preview has a slot")
-        draft.status["previews"] = sorted(entries.values(), key=lambda e: e["name"])
+        # A waiting branch holds nothing yet (no build, no Environment) and the next listing
+        # finds it again, so status keeps only the first few: 20,000 matching branches must
+        # not grow the Project past what etcd stores.
+        shown_waiting = set(sorted(waiting)[:MAX_WAITING_SHOWN])
+        kept = [e for b, e in entries.items() if not e.get("waiting") or b in shown_waiting]
+        draft.status["previews"] = sorted(kept, key=lambda e: e["name"])
 
     def _wanted_branches(
         self, obj: JSON, snapshot: Snapshot, *, config: JSON, reserved: set[str]

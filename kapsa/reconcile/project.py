@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kapsa import metrics
+from kapsa.api.common import parse_duration
 from kapsa.build import BuildResult
 from kapsa.errors import SourceError, UnsafeURLError
 from kapsa.git.urls import validate_url
@@ -29,11 +30,14 @@ from kapsa.machines import (
     Transition,
     decide_project,
 )
+from kapsa.reconcile import tenancy
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
 from kapsa.reconcile.context import Context, rfc3339
 from kapsa.reconcile.identity import BuildIdentity
+from kapsa.reconcile.namespaces import namespace_refusal
 from kapsa.reconcile.previews import PreviewReconciler
+from kapsa.reconcile.quota import NamespaceQuota
 from kapsa.reconcile.recorder import (
     LedgerCatchUp,
     entry_from_status,
@@ -59,6 +63,7 @@ class ProjectReconciler:
         self.catch_up = catch_up
         self.builds = Builds(ctx)
         self.identity = BuildIdentity(ctx)
+        self.quota = NamespaceQuota(ctx)
         self.previews = PreviewReconciler(
             ctx, builds=self.builds, environment_manifest=environment_manifest
         )
@@ -93,6 +98,7 @@ class ProjectReconciler:
             self._write(obj, draft.finish(), None)
             return Result()
         draft.status["namespace"] = namespace
+        _note_poll_floor(draft, spec, floor=ctx.settings.min_poll_interval)
         url = spec["source"]["git"]["url"]
         snapshot = self._snapshot(obj, draft)
 
@@ -158,7 +164,8 @@ class ProjectReconciler:
         return Result()
 
     def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
-        """The checks that stop everything: a refused URL, a foreign namespace, no Registry.
+        """The checks that stop everything: a refused URL, a foreign namespace, no Registry, a
+        Secret the Project may not use.
 
         Returns the Registry when the Project may go on.
         """
@@ -175,6 +182,10 @@ class ProjectReconciler:
             return None
         except SourceError:
             pass  # unreachable right now: the listing says so as a condition
+        refusal = namespace_refusal(namespace, ctx.settings)
+        if refusal is not None:
+            draft.condition("Ready", False, "NamespaceReserved", refusal)
+            return None
         if not self._ensure_namespace(obj, namespace):
             draft.condition(
                 "Ready",
@@ -191,6 +202,12 @@ class ProjectReconciler:
                 "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
             )
             return None
+        self.quota.ensure(obj, namespace=namespace)
+        try:
+            tenancy.git_secret(ctx, obj)
+        except tenancy.SecretRefusedError as error:
+            draft.condition("Ready", False, error.reason, str(error))
+            return None
         self.identity.ensure(obj, namespace=namespace, registry=registry)
         return registry
 
@@ -200,7 +217,7 @@ class ProjectReconciler:
         if snapshot is None:
             snapshot, _ = self.sources.poll(self.ctx, obj)
         if snapshot.error:
-            draft.condition("SourceReachable", False, "SourceUnreachable", snapshot.error)
+            draft.condition("SourceReachable", False, snapshot.reason, snapshot.error)
         else:
             listed = rfc3339(snapshot.listed_at or self.ctx.now())
             draft.condition(
@@ -387,7 +404,9 @@ class ProjectReconciler:
         live = {
             e["metadata"]["name"]: e
             for e in ctx.caches[ENVIRONMENT].items(namespace=namespace)
-            if e["spec"].get("project") == name and e["spec"].get("type", "standard") == "standard"
+            if e["spec"].get("project") == name
+            and e["spec"].get("type", "standard") == "standard"
+            and (_owned_by(e, obj) or e["metadata"]["name"] in wanted)
         }
         result = []
         for env_name, template in wanted.items():
@@ -416,6 +435,7 @@ class ProjectReconciler:
             e
             for e in self.ctx.caches[ENVIRONMENT].items(namespace=namespace)
             if e["spec"].get("project") == project
+            and tenancy.environment_refusal(e, self.ctx.caches[PROJECT].get(project)) is None
         ]
 
 
@@ -468,6 +488,21 @@ def _count_build_outcome(draft: StatusDraft) -> None:
         metrics.count_build(outcome="succeeded")
     elif new["status"] == "False":
         metrics.count_build(outcome="failed")
+
+
+def _note_poll_floor(draft: StatusDraft, spec: JSON, *, floor: float) -> None:
+    """Say so when pollInterval is below the operator's floor (the scheduler uses the floor)."""
+    asked = spec["source"].get("pollInterval", "5m")
+    if parse_duration(asked).total_seconds() < floor:
+        draft.condition(
+            "PollIntervalRaised",
+            True,
+            "BelowMinimum",
+            f"pollInterval {asked} is below this Kapsa's minimum of {floor:g}s; "
+            f"branches are listed every {floor:g}s",
+        )
+    else:
+        draft.conditions = [c for c in draft.conditions if c["type"] != "PollIntervalRaised"]
 
 
 def _same_but_poll_time(status: JSON, old: JSON) -> bool:

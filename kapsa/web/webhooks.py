@@ -5,7 +5,9 @@ does, and never trusts a commit named in the payload. So a valid push costs one 
 and the worst a forged or replayed one could do is cost more of them. Hence the order of the
 checks: cheap refusals first (size, project, secret), the signature before anything is
 remembered, and the replay memory only for requests the secret vouches for, so that nobody can
-fill it with delivery ids to block the real ones.
+fill it with delivery ids to block the real ones. The token itself is remembered for
+TOKEN_TTL, so forged requests cost no API read each, and a token too short to be a key
+(MIN_TOKEN_BYTES) signs nothing.
 
 Polling stays the backstop: providers do not redeliver a failed delivery by themselves.
 """
@@ -32,6 +34,12 @@ log = logging.getLogger(__name__)
 #: Push payloads of large monorepo pushes stay well under this; GitHub caps payloads at 25 MB
 #: but drops the commit list beyond 20 commits, so 1 MiB is generous.
 MAX_BODY = 1 << 20
+#: Shorter webhook tokens are refused: an HMAC key that can be guessed signs for anyone.
+MIN_TOKEN_BYTES = 16
+#: How long a Project's token (or its absence) is remembered, so that a flood of forged
+#: webhooks costs the API server at most one Secret read per Project in this time.
+TOKEN_TTL = timedelta(seconds=30)
+MAX_REMEMBERED_TOKENS = 10_000
 
 
 @dataclass(frozen=True)
@@ -146,6 +154,24 @@ class Webhooks:
         self._trigger_poll = trigger_poll
         self._webhook_secret = webhook_secret
         self._deliveries = Deliveries(window=replay_window, capacity=replay_capacity, clock=clock)
+        self._clock = clock
+        self._tokens: dict[str, tuple[datetime, bytes | None]] = {}
+        self._tokens_lock = threading.Lock()
+
+    def _token(self, project: str) -> bytes | None:
+        """The Project's token, read at most once per TOKEN_TTL (errors are not remembered)."""
+        now = self._clock()
+        with self._tokens_lock:
+            hit = self._tokens.get(project)
+            if hit is not None and hit[0] > now:
+                return hit[1]
+        token = self._webhook_secret(project)
+        with self._tokens_lock:
+            if len(self._tokens) >= MAX_REMEMBERED_TOKENS:
+                self._tokens = {p: v for p, v in self._tokens.items() if v[0] > now}
+            if len(self._tokens) < MAX_REMEMBERED_TOKENS:
+                self._tokens[project] = (now + TOKEN_TTL, token)
+        return token
 
     def handle(self, project: str, *, request: Request) -> Response:
         provider = detect(request)
@@ -190,7 +216,7 @@ class Webhooks:
         if not valid_name(project):
             return refuse(HTTPStatus.NOT_FOUND, "unknown_project", "not a project name", unknown)
         try:
-            token = self._webhook_secret(project)
+            token = self._token(project)
         except KapsaError as exc:
             return refuse(
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -204,6 +230,14 @@ class Webhooks:
                 "unknown_project",
                 "unknown project or no webhook secret",
                 unknown,
+            )
+        if len(token) < MIN_TOKEN_BYTES:
+            return refuse(
+                HTTPStatus.FORBIDDEN,
+                "bad_signature",
+                f"token shorter than {MIN_TOKEN_BYTES} bytes",
+                f"this Project's webhook token is shorter than {MIN_TOKEN_BYTES} bytes, which "
+                "Kapsa does not accept; set a longer one (openssl rand -hex 20)",
             )
         try:
             body = request.read_body(length)

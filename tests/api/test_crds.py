@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -12,7 +13,7 @@ from pydantic import Field
 from typer.testing import CliRunner
 
 from kapsa.api import Environment, Project
-from kapsa.api.common import Model, Resource
+from kapsa.api.common import LONGEST_DURATION, Model, Resource, parse_duration
 from kapsa.api.crdgen import RESOURCES, CRDGenerationError, all_crds, crd_for
 from kapsa.cli import app
 from kapsa.cli import commands as _commands  # noqa: F401  (registers `kapsa crds`)
@@ -212,3 +213,24 @@ def test_models_the_api_server_would_refuse_fail_at_generation() -> None:
         crd_for(Unioned)
     with pytest.raises(CRDGenerationError, match=r"spec\.items: list-map keys \['key'\]"):
         crd_for(LooseMap)
+
+
+@pytest.mark.parametrize("resource_cls", [Project, Environment], ids=lambda c: c.kind_name)
+def test_every_spec_field_a_team_writes_is_bounded(resource_cls: Any) -> None:
+    """No string without maxLength (or a closed enum), no list without maxItems, no number
+    without both ends: a team cannot grow an object past what etcd and the operator expect."""
+    spec = schema_of(crd_for(resource_cls))["properties"]["spec"]
+    needs = {"string": {"maxLength"}, "array": {"maxItems"}, "integer": {"minimum", "maximum"}}
+    unbounded = [
+        path
+        for path, node in walk(spec, "spec")
+        if "enum" not in node and not needs.get(node.get("type", ""), set()) <= set(node)
+    ]
+    assert unbounded == []
+
+
+def test_durations_are_clamped_instead_of_overflowing() -> None:
+    """A ttl of 99999999999999h used to overflow timedelta in every reconcile of its Project."""
+    assert parse_duration("99999999999999h") == LONGEST_DURATION
+    assert parse_duration("1ms", floor=timedelta(seconds=10)) == timedelta(seconds=10)
+    assert parse_duration("90s", floor=timedelta(seconds=10)) == timedelta(seconds=90)

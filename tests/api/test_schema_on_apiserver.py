@@ -360,6 +360,33 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         ),
         (lambda s: s["app"].update(port=0), "spec.app.port: Invalid value: 0"),
         (
+            lambda s: s["source"]["git"].update(url="https://git.corp.com/" + "x" * 3000),
+            "spec.source.git.url in body should be at most 2048 chars long",
+        ),
+        (
+            lambda s: s["environments"].extend(
+                {"name": f"e{i}", "branch": "main"} for i in range(20)
+            ),
+            "spec.environments in body should have at most 20 items",
+        ),
+        (
+            lambda s: s["environments"][0].update(branch="b" * 300),
+            "spec.environments.branch in body should be at most 255 chars long",
+        ),
+        (
+            lambda s: s["previewEnvironments"].update(include=[f"p{i}/*" for i in range(51)]),
+            "spec.previewEnvironments.include in body should have at most 50 items",
+        ),
+        (
+            lambda s: s["app"].update(env=[{"name": "BIG", "value": "v" * 40000}]),
+            "spec.app.env.value in body should be at most 32768 chars long",
+        ),
+        (lambda s: s["app"].update(replicas=101), "spec.app.replicas: Invalid value: 101"),
+        (
+            lambda s: s["source"]["git"]["secretRef"].update(namespace="Not/A-Namespace"),
+            "spec.source.git.secretRef.namespace: Invalid value",
+        ),
+        (
             lambda s: s["app"]["resources"]["limits"].update(memory="1.5 GB"),
             'spec.app.resources.limits.memory: Invalid value: "1.5 GB"',
         ),
@@ -373,6 +400,13 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "unknown-build-strategy",
         "environment-name-not-a-dns-label",
         "port-zero",
+        "url-too-long",
+        "too-many-environments",
+        "branch-too-long",
+        "too-many-preview-patterns",
+        "env-value-too-long",
+        "replicas-over-the-cap",
+        "secret-namespace-not-a-label",
         "memory-in-words",
     ],
 )

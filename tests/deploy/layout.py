@@ -24,13 +24,16 @@ SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:kapsa"
 
 #: Examples the install test applies to the API server (server-side dry run).
 APPLIED_EXAMPLES = ("clusterissuer.yaml", "domainpool.yaml", "registry.yaml", "project.yaml")
+#: Multi-document examples the install test applies whole (server-side dry run).
+APPLIED_BUNDLES = ("internal-listener.yaml", "team-roles.yaml")
 #: Examples of kinds the test cluster does not serve: (apiVersion, kind) is all that is checked.
 PARSED_EXAMPLES = {"external-secret.yaml": ("external-secrets.io/v1", "ExternalSecret")}
 
 
 def applied_by_tests() -> set[str]:
     """Repository paths a `kubectl apply -f` in the guide may name."""
-    return {"deploy/kapsa-operator.yaml"} | {f"deploy/examples/{name}" for name in APPLIED_EXAMPLES}
+    names = APPLIED_EXAMPLES + APPLIED_BUNDLES
+    return {"deploy/kapsa-operator.yaml"} | {f"deploy/examples/{name}" for name in names}
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:

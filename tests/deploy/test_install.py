@@ -22,6 +22,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.k8s import resources
 from kapsa.registry.credentials import credentials_from_secret
 from tests.deploy.layout import (
+    APPLIED_BUNDLES,
     APPLIED_EXAMPLES,
     DEPLOY,
     EXAMPLES,
@@ -144,6 +145,17 @@ def test_example_is_accepted_whole_by_the_api_server(kubectl: Kubectl, name: str
     assert (stored["apiVersion"], stored["kind"]) == (written["apiVersion"], written["kind"])
     # A field the CRD does not know would be pruned silently: the spec must come back whole.
     assert _contains(stored["spec"], written["spec"]), json.dumps(stored["spec"], indent=1)
+
+
+@pytest.mark.parametrize("name", APPLIED_BUNDLES)
+def test_bundle_is_accepted_by_the_api_server(kubectl: Kubectl, name: str) -> None:
+    written = load_all(EXAMPLES / name)
+    out = kubectl("apply", "--dry-run=server", "-o", "json", "-f", str(EXAMPLES / name))
+    stored = json.loads(out.stdout)
+    items = stored["items"] if stored.get("kind") == "List" else [stored]
+    assert [(i["kind"], i["metadata"]["name"]) for i in items] == [
+        (w["kind"], w["metadata"]["name"]) for w in written
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(PARSED_EXAMPLES))

@@ -63,14 +63,24 @@ def operator_ledger(tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def operator_flags() -> list[str]:
+    """Flags of `kapsa operator` beyond the harness's; a test module overrides this fixture."""
+    return []
+
+
+@pytest.fixture
 def operator(
-    platform: Platform, control_plane: ControlPlane, operator_ledger: str, tmp_path: Path
+    platform: Platform,
+    control_plane: ControlPlane,
+    operator_ledger: str,
+    tmp_path: Path,
+    operator_flags: list[str],
 ) -> Iterator[OperatorProcess]:
     process = OperatorProcess(
         control_plane=control_plane,
         ledger_url=operator_ledger,
         workdir=tmp_path,
-        extra=["--no-leader-elect"],
+        extra=["--no-leader-elect", *operator_flags],
     ).start()
     wait_until(
         lambda: (get(control_plane, "registry", REGISTRY) or {}).get("status", {}).get("verified"),

@@ -50,11 +50,18 @@ class OperatorProcess(stack.OperatorProcess):
         )
 
     def url(self) -> str:
-        """Where this process serves health, metrics, webhooks and the ledger API."""
+        """Where this process serves its probes and webhooks."""
+        return self._listening(r"; http on 127\.0\.0\.1:(\d+)")
+
+    def internal_url(self) -> str:
+        """Where this process serves metrics and the ledger API (loopback only)."""
+        return self._listening(r"internal http on 127\.0\.0\.1:(\d+)")
+
+    def _listening(self, pattern: str) -> str:
         match = wait_until(
-            lambda: re.search(r"http on 127\.0\.0\.1:(\d+)", self.log.read_text()),
+            lambda: re.search(pattern, self.log.read_text()),
             timeout=30,
-            message="the operator's HTTP port in its log",
+            message=f"the operator's HTTP port in its log ({pattern})",
         )
         assert match is not None
         return f"http://127.0.0.1:{match.group(1)}"

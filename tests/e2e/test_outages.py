@@ -61,7 +61,7 @@ def _apply(
 
 
 def _environment_reconciles(operator: OperatorProcess) -> float:
-    scraped = requests.get(f"{operator.url()}/metrics", timeout=10).text
+    scraped = requests.get(f"{operator.internal_url()}/metrics", timeout=10).text
     return sum(
         sample.value
         for family in text_string_to_metric_families(scraped)

@@ -24,6 +24,7 @@ from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from tests.e2e.conftest import Platform
 from tests.e2e.harness import SAMPLE_APP, OperatorProcess, condition, get, project_yaml
+from tests.plugins.cluster import service_account_token
 from tests.waiting import wait_until
 
 POOL = "domainpools.kapsa.io"
@@ -345,18 +346,10 @@ def test_https_registry_with_a_private_ca_is_verified(
 
 def _service_account_kubeconfig(control_plane: ControlPlane, kube: Kube, path: Path) -> Path:
     """The admin's kubeconfig with the credentials swapped for a token of Kapsa's account."""
-    answer = kube.request(
-        "POST",
-        f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/kapsa/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 3600},
-        },
-    )
+    token = service_account_token(kube, NAMESPACE, "kapsa")
     config = yaml.safe_load(control_plane.kubeconfig.read_text())
     for user in config["users"]:
-        user["user"] = {"token": answer["status"]["token"]}
+        user["user"] = {"token": token}
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -1,8 +1,9 @@
 """A Project on a private repository: its password in a basic-auth Secret, never anywhere else.
 
 The repository sits behind a real smart-HTTP git host that wants HTTP Basic auth; the user keeps
-the username and password in a `kubernetes.io/basic-auth` Secret in kapsa-system and names it in
-`spec.source.git.secretRef`, as the docs tell them to.
+the username and password in a `kubernetes.io/basic-auth` Secret in kapsa-system, shared with the
+Project and bound to the git host by annotations, and names it in `spec.source.git.secretRef`, as
+the docs tell them to.
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ def test_a_private_repository_deploys_and_a_wrong_password_only_stops_the_polls(
         "--type=kubernetes.io/basic-auth",
         f"--from-literal=username={USERNAME}",
         f"--from-literal=password={password}",
+        "--from-literal=tls.key=not-for-git",
+    )
+    # kapsa-system is not the Project's namespace: the Secret's owner shares it, for this host.
+    control_plane.kubectl(
+        "-n",
+        NAMESPACE,
+        "annotate",
+        "secret",
+        secret,
+        f"kapsa.io/shared-with-projects={name}",
+        "kapsa.io/git-host=127.0.0.1",
     )
     try:
         control_plane.kubectl(
@@ -115,6 +127,9 @@ def test_a_private_repository_deploys_and_a_wrong_password_only_stops_the_polls(
             copied["metadata"]["annotations"]["kpack.io/git"]
             == git_http.url_for(name).rsplit("/", 1)[0]
         )
+        # Copied key by key: what git needs, nothing else the Secret holds.
+        assert sorted(copied["data"]) == ["password", "username"]
+        assert copied["type"] == "kubernetes.io/basic-auth"
         builder = get(control_plane, "-n", name, "serviceaccount", "kapsa-builder")
         assert {"name": "kapsa-git"} in builder["secrets"]
         dev = get(control_plane, "-n", name, "environment", "dev")

@@ -44,6 +44,14 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
         f"--from-literal=token={TOKEN}",
     )
     control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "annotate",
+        "secret",
+        f"{name}-hook",
+        f"kapsa.io/shared-with-projects={name}",
+    )
+    control_plane.kubectl(
         "apply",
         "-f",
         "-",
@@ -102,7 +110,7 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
         message=lambda: "rolled out by the webhook\n" + operator.tail(),
     )
 
-    scraped = requests.get(f"{operator.url()}/metrics", timeout=10).text
+    scraped = requests.get(f"{operator.internal_url()}/metrics", timeout=10).text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(scraped)
@@ -116,5 +124,5 @@ def test_a_signed_push_webhook_rolls_out_without_waiting_for_the_poll(
     ]
     assert sum(transitions) >= 2
     assert requests.get(f"{operator.url()}/readyz", timeout=10).status_code == 200
-    history = requests.get(f"{operator.url()}/api/v1/history/{name}", timeout=10).json()
+    history = requests.get(f"{operator.internal_url()}/api/v1/history/{name}", timeout=10).json()
     assert any(row["commit"] == second and row["name"] == "dev" for row in history)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import http.server
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
-from kapsa.errors import InvalidSpecError, SourceError
+from kapsa.errors import InvalidSpecError, ListingTooLargeError, SourceError
 from kapsa.git.remote import GitCredentials, credentials_from_secret_data, head_of, list_branches
+from kapsa.git.urls import validate_url
 from kapsa.sandbox.gitserver import GitServer
 
 
@@ -103,3 +108,73 @@ def test_credentials_come_from_basic_auth_and_ssh_auth_secrets() -> None:
 def test_a_secret_of_another_shape_is_a_spec_error(data: dict[str, bytes]) -> None:
     with pytest.raises(InvalidSpecError):
         credentials_from_secret_data(data)
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers 404 to everything and remembers each path asked for."""
+
+    seen: ClassVar[list[str]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.path)
+        self.send_response(404)
+        self.end_headers()
+
+    def log_message(self, *_args: object) -> None:
+        pass
+
+
+@contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_port
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_git_does_not_follow_a_redirect_away_from_the_checked_host() -> None:
+    """An allowed host answering 302 to another address (here another local server standing
+    in for the cluster's API) must not get git, or its credentials, there."""
+    _Recorder.seen = []
+    with _serving(_Recorder) as target:
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", f"http://127.0.0.1:{target}{self.path}")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        with _serving(Redirect) as allowed:
+            url = validate_url(
+                f"http://127.0.0.1:{allowed}/org/x.git",
+                allow_insecure=True,
+                allow_private_hosts=True,
+            )
+            with pytest.raises(SourceError) as caught:
+                list_branches(url, credentials=GitCredentials(username="u", password="pw-1"))
+    assert _Recorder.seen == []
+    assert "302" in str(caught.value)
+    assert str(target) not in str(caught.value)
+
+
+def test_a_listing_with_more_branches_than_the_cap_is_refused_not_buffered(
+    git_server: GitServer, repo_name: str
+) -> None:
+    """A remote advertising a million refs used to cost the operator its whole output in
+    memory; now the listing stops at the cap and says why."""
+    git_server.create_repo(repo_name, files={"a": "1\n"})
+    for index in range(30):
+        git_server.create_branch(repo_name, f"many/{index:02d}")
+    url = git_server.url_for(repo_name)
+    assert len(list_branches(url, max_refs=31)) == 31
+    with pytest.raises(ListingTooLargeError, match="more than 10 branches"):
+        list_branches(url, max_refs=10)
+    with pytest.raises(ListingTooLargeError, match="more than 1 KiB"):
+        list_branches(url, max_bytes=1024)

@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.k8s.client import Kube
 from kapsa.sandbox.stack import SIMULATED_CONTROLLERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,3 +119,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "control_plane" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.cluster)
+
+
+def service_account_token(kube: Kube, namespace: str, account: str) -> str:
+    """A token of a ServiceAccount for an hour, from the TokenRequest API."""
+    answer = kube.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 3600},
+        },
+    )
+    return str(answer["status"]["token"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,8 @@ def operator() -> FakeOperator:
     return FakeOperator()
 
 
-def serve(operator: FakeOperator, *, ledger: Ledger | None = None) -> WebServer:
+def serve(operator: FakeOperator, *, ledger: Ledger | None = None, **options: Any) -> WebServer:
+    """A server on 127.0.0.1 answering for `operator`; `options` go to WebServer."""
     return WebServer(
         host="127.0.0.1",
         port=0,
@@ -62,6 +64,7 @@ def serve(operator: FakeOperator, *, ledger: Ledger | None = None) -> WebServer:
         ready=operator.ready,
         clock=operator.clock,
         replay_window=timedelta(hours=1),
+        **options,
     )
 
 

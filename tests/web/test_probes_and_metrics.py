@@ -29,7 +29,7 @@ FAMILIES = {
 
 def scrape(server: WebServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     """Every sample, by name and labels."""
-    response = requests.get(f"{server.url}/metrics", timeout=5)
+    response = requests.get(f"{server.internal_url}/metrics", timeout=5)
     assert response.status_code == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     return {
@@ -40,7 +40,7 @@ def scrape(server: WebServer) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
 
 
 def families(server: WebServer) -> dict[str, str]:
-    text = requests.get(f"{server.url}/metrics", timeout=5).text
+    text = requests.get(f"{server.internal_url}/metrics", timeout=5).text
     return {family.name: family.type for family in text_string_to_metric_families(text)}
 
 

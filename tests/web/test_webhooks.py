@@ -328,3 +328,35 @@ def test_githubs_published_example_signature_is_accepted(
 
     assert response.status_code == 202
     assert operator.polled == ["web"]
+
+
+def test_a_webhook_token_too_short_to_be_a_key_is_refused(
+    server: WebServer, operator: FakeOperator
+) -> None:
+    operator.tokens["web"] = b"hunter2"
+    body = push_body()
+
+    response = post(server, "web", body, GITHUB.headers(body, token=b"hunter2"))
+
+    assert response.status_code == 403
+    assert "shorter than 16 bytes" in response.json()["error"]
+    assert operator.polled == []
+
+
+def test_forged_webhooks_read_the_token_once_not_once_each(
+    server: WebServer, operator: FakeOperator
+) -> None:
+    """Each forged request used to cost the operator a Secret read from the API server."""
+    reads: list[str] = []
+
+    class Counting(dict[str, bytes | None]):
+        def get(self, key: str, default: bytes | None = None) -> bytes | None:  # type: ignore[override]
+            reads.append(key)
+            return super().get(key, default)
+
+    operator.tokens = Counting(operator.tokens)
+    for index in range(20):
+        body = push_body()
+        forged = GITHUB.headers(body, delivery=f"forged-{index}", token=b"x" * 20)
+        assert post(server, "web", body, forged).status_code == 401
+    assert reads == ["web"]
