@@ -14,6 +14,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -91,6 +92,7 @@ def _shims_under(root: Path) -> list[int]:
     return found
 
 
+@pytest.mark.cluster
 def test_a_killed_run_is_swept_by_the_next_one(tmp_path: Path) -> None:
     workdir = tmp_path / "crashed"
     child = subprocess.Popen(
