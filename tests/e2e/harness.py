@@ -113,11 +113,18 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
     return {}
 
 
-def answer(control_plane: ControlPlane, namespace: str, service: str, path: str = "/") -> str:
+def answer(
+    control_plane: ControlPlane,
+    namespace: str,
+    service: str,
+    path: str = "/",
+    *,
+    timeout: float = 5.0,
+) -> str:
     """What an environment's app answers through its Service, from the node's own network."""
     assert control_plane.node is not None, "the suite runs a real node"
     cluster_ip = get(control_plane, "-n", namespace, "service", service)["spec"]["clusterIP"]
-    return control_plane.node.netns.fetch(f"http://{cluster_ip}{path}")
+    return control_plane.node.netns.fetch(f"http://{cluster_ip}{path}", timeout=timeout)
 
 
 def serves(
