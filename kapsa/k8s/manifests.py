@@ -25,6 +25,8 @@ COMMIT_VARIABLE = "KAPSA_COMMIT"
 #: runtime's default seccomp profile. An image that needs root fails to start with the kubelet's
 #: reason (CreateContainerConfigError) on its Environment.
 POD_SECURITY: JSON = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+#: How long a terminating app pod keeps serving before it is asked to stop.
+DRAIN_SECONDS = 5
 CONTAINER_SECURITY: JSON = {
     "allowPrivilegeEscalation": False,
     "capabilities": {"drop": ["ALL"]},
@@ -106,6 +108,10 @@ def deployment(
         "envFrom": [{"secretRef": {"name": s}} for s in secret_names],
         "resources": resources,
         "securityContext": CONTAINER_SECURITY,
+        # A terminating pod keeps serving while kube-proxy stops sending it traffic: Kubernetes
+        # removes it from the Endpoints and signals it at the same moment. An image without
+        # `sleep` fails the hook, which the kubelet logs and goes on from.
+        "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(DRAIN_SECONDS)]}}},
     }
     if health_path:
         probe: JSON = {"httpGet": {"path": health_path, "port": "http"}}
