@@ -339,8 +339,8 @@ class OperatorChild:
             str(stack.workdir / "git-cache"),
             "--workers",
             str(workers),
-            "--resync-seconds",
-            str(resync_seconds),
+            "--resync",
+            f"{resync_seconds:g}s",
         ]
         self.process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()

@@ -14,21 +14,25 @@ GROUP = "kapsa.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Go-style durations as users write them for Kubernetes: `90s`, `5m`, `168h`, `1h30m`.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: The one duration syntax of Kapsa, in the CRDs and on the command line alike: Go-style
+#: durations as users write them for Kubernetes (`90s`, `5m`, `168h`, `1h30m`), plus days and
+#: weeks (`7d`, `2w`), which previews' lifetimes and `--since` are naturally counted in.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
+DURATION_EXAMPLES = "e.g. 90s, 5m, 1h30m, 7d"
 #: An RFC 1123 label: what a Kubernetes object name inside a host must be.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 #: An RFC 1123 subdomain, at least two labels: a domain hosts are allocated under.
 DNS_DOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)+$"
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(text: str) -> timedelta:
-    """`1h30m` -> 90 minutes. The schema has already rejected anything else."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 168h)")
+    """`1h30m` -> 90 minutes. In a spec the schema has already rejected anything else."""
+    if not re.fullmatch(DURATION_PATTERN, text.strip()):
+        raise ValueError(f"not a duration: {text!r} ({DURATION_EXAMPLES})")
+    text = text.strip()
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     return timedelta(seconds=seconds)
 

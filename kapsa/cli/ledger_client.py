@@ -4,8 +4,8 @@
 number the releases they read, so all of them must read the same answer whichever way they
 reach the ledger. Both ways return the JSON shape of kapsa.ledger (`to_dict`), which is what
 the operator's HTTP API sends: a command can print or count it without knowing where it came
-from. With `--server`, a user with `kubectl port-forward svc/kapsa 8080` needs neither the
-ledger file nor a shell in the pod.
+from. With `--server`, a user with `kubectl port-forward -n kapsa-system svc/kapsa 8080` needs
+neither the ledger file nor a shell in the pod.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from kapsa.ledger.records import iso
 
 SERVER_HELP = (
     "Read over HTTP from the operator instead of the ledger file, e.g. http://localhost:8080 "
-    "after `kubectl port-forward svc/kapsa 8080`."
+    "after `kubectl port-forward -n kapsa-system svc/kapsa 8080`."
 )
 #: Connecting is quick or hopeless (a port-forward that is not running); a long history may take
 #: a while to read and send.
@@ -120,7 +120,7 @@ def read_from_server(server: str, *, query: LedgerQuery, deployments: bool) -> A
     except requests.ConnectionError as exc:
         raise ServerError(
             f"cannot reach the Kapsa server at {server} ({_root_cause(exc)}); "
-            "is `kubectl port-forward svc/kapsa 8080` running?"
+            "is `kubectl port-forward -n kapsa-system svc/kapsa 8080` running?"
         ) from None
     except requests.Timeout:
         raise ServerError(f"the Kapsa server at {server} did not answer in time") from None

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
+from kapsa.api.common import parse_duration
 from kapsa.errors import InvalidSpecError
-
-_SPAN = re.compile(r"(?:[0-9]+(?:\.[0-9]+)?(?:ms|s|m|h|d|w))+")
-_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
-_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_when(text: str, *, now: datetime) -> datetime:
     """An aware UTC datetime; an ISO time without a zone is read as UTC, like the ledger prints.
 
-    Shared by the CLI and the HTTP server so that `--since 2h` and `?since=2h` agree.
+    Shared by the CLI and the HTTP server so that `--since 2h` and `?since=2h` agree; a span is
+    written as every duration in Kapsa is (kapsa.api.common.parse_duration).
     """
     text = text.strip()
-    if _SPAN.fullmatch(text):
-        seconds = sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
-        return (now - timedelta(seconds=seconds)).astimezone(UTC)
+    try:
+        return (now - parse_duration(text)).astimezone(UTC)
+    except ValueError:
+        pass
     try:
         value = datetime.fromisoformat(text)
     except ValueError:

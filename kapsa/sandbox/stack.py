@@ -361,8 +361,8 @@ class OperatorProcess:
             "--allow-private-hosts",
             "--git-cache",
             str(self.workdir / "git-cache"),
-            "--resync-seconds",
-            "30",
+            "--resync",
+            "30s",
             *self.extra,
         ]
 
