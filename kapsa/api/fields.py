@@ -132,6 +132,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
         "image": _IMAGE,
     },
     "lastPollTime": "2026-11-27T10:04:00Z",
+    "lastHandledReconcileAt": "2026-11-27T10:03:58.120000Z",
 }
 
 

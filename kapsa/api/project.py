@@ -21,6 +21,10 @@ from kapsa.api.common import (
     condition_list_field,
 )
 
+#: Set to any new value (`kapsa reconcile` writes the time) to have Kapsa read the Project's
+#: branches and reconcile it now; status.lastHandledReconcileAt echoes the value once done.
+ANNOTATION_RECONCILE = "kapsa.io/reconcile-requested-at"
+
 
 class GitSource(Model):
     url: str = Field(
@@ -210,7 +214,11 @@ class PreviewStatus(Model):
 class ProjectStatus(Model):
     phase: Phase = Field(default=Phase.PENDING, description="Where the Project stands.")
     message: str | None = Field(default=None, description="Why, for people.")
-    latest_commit: str | None = Field(default=None, description="The newest commit deployed.")
+    latest_commit: str | None = Field(
+        default=None,
+        description="The newest commit of the first environment's branch built successfully; "
+        "each environment's status.commit says what it runs.",
+    )
     latest_image: str | None = Field(default=None, description="The image of latestCommit.")
     namespace: str | None = Field(default=None, description="The namespace Kapsa made for it.")
     branches: list[BranchStatus] = Field(
@@ -234,6 +242,11 @@ class ProjectStatus(Model):
         default=None, description="The newest transition, as written to the ledger."
     )
     last_poll_time: str | None = Field(default=None, description="When branches were last read.")
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The kapsa.io/reconcile-requested-at annotation last acted on, after "
+        "reading the branches anew: `kapsa reconcile` waits for it.",
+    )
 
 
 class Project(Resource[ProjectSpec, ProjectStatus]):

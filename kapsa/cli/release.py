@@ -14,13 +14,15 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from kapsa.cli import app
+from kapsa.cli.cluster import KUBECONFIG_HELP, fail
+from kapsa.cli.cluster import kube as kube_client
 from kapsa.cli.durations import duration, written
 from kapsa.cli.ledger_client import SERVER_HELP, LedgerQuery, read
 from kapsa.errors import KapsaError
@@ -31,7 +33,6 @@ from kapsa.k8s.client import ApiError, Kube
 from kapsa.k8s.resources import ENVIRONMENT, PROJECT, SECRET
 from kapsa.ledger import DEFAULT_URL
 
-KUBECONFIG_HELP = "Kubeconfig file; the usual ones (KUBECONFIG, ~/.kube/config) when unset."
 #: The field manager of the requests; anything but "kapsa", whose applies own other fields.
 FIELD_MANAGER = "kapsa-cli"
 REQUEST_FIELDS = ("rollbackTo", "promoteFrom", "minReady", "requestedAt")
@@ -50,18 +51,6 @@ class _Target:
     project: str
     environment: str
     namespace: str
-
-
-def _kube(kubeconfig: str | None) -> Kube:
-    try:
-        return Kube.from_kubeconfig(kubeconfig)
-    except Exception as exc:  # the kubernetes package raises many kinds here
-        _fail("kapsa", f"cannot load a kubeconfig: {exc}")
-
-
-def _fail(command: str, message: str) -> NoReturn:
-    typer.echo(f"{command}: {message}", err=True)
-    raise typer.Exit(code=1)
 
 
 def _target(kube: Kube, *, project: str, environment: str) -> _Target:
@@ -202,7 +191,7 @@ def rollback(
     """Return ENV to a commit that ran ready there, and quarantine the commit it leaves."""
     if sum(choice is not None for choice in (to, release, steps)) > 1:
         raise typer.BadParameter("choose one of --to, --release and --steps", param_hint="--to")
-    kube = _kube(kubeconfig)
+    kube = kube_client(kubeconfig)
     try:
         target = _target(kube, project=project, environment=env)
         commit = to
@@ -218,7 +207,7 @@ def rollback(
             _wait_running(kube, target, image=_answered_image(kube, target), timeout=timeout)
             typer.echo(f"{env} is Running again.")
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa rollback", str(exc))
+        fail("kapsa rollback", str(exc))
 
 
 @app.command()
@@ -249,7 +238,7 @@ def promote(
     ] = DEFAULT_TIMEOUT,
 ) -> None:
     """Run in TO the image FROM runs, without a rebuild, once the ledger proves it there."""
-    kube = _kube(kubeconfig)
+    kube = kube_client(kubeconfig)
     try:
         target = _target(kube, project=project, environment=to_env)
         request = {"promoteFrom": from_env, "minReady": written(min_ready), "requestedAt": _now()}
@@ -258,7 +247,7 @@ def promote(
             _wait_running(kube, target, image=_answered_image(kube, target), timeout=timeout)
             typer.echo(f"{to_env} is Running the promoted image.")
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa promote", str(exc))
+        fail("kapsa promote", str(exc))
 
 
 def _answered_image(kube: Kube, target: _Target) -> str | None:
@@ -306,7 +295,7 @@ def diff_releases(
             project, env, old_commit, new_commit, kubeconfig=kubeconfig, git_cache=git_cache
         )
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa diff-releases", str(exc))
+        fail("kapsa diff-releases", str(exc))
     typer.echo(f"release {old} ({old_commit[:12]}) -> release {new} ({new_commit[:12]})")
     console = Console(soft_wrap=False)
     for title, commits in (("added", added), ("removed (rolled back)", removed)):
@@ -326,7 +315,7 @@ def _commits(
     project: str, env: str, old: str, new: str, *, kubeconfig: str | None, git_cache: Path
 ) -> tuple[list[Commit], list[Commit]]:
     """(added, removed): old..new and new..old, read from the Project's repository."""
-    kube = _kube(kubeconfig)
+    kube = kube_client(kubeconfig)
     obj = kube.get(PROJECT, project)
     if obj is None:
         raise _RefusedError(f"there is no Project {project}")

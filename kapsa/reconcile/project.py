@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kapsa import metrics
+from kapsa.api.project import ANNOTATION_RECONCILE
 from kapsa.build import BuildResult
 from kapsa.errors import SourceError, UnsafeURLError
 from kapsa.git.urls import validate_url
@@ -87,6 +88,9 @@ class ProjectReconciler:
         name = obj["metadata"]["name"]
         spec = obj["spec"]
         draft = StatusDraft(obj, now=rfc3339(ctx.now()))
+        asked = _reconcile_asked(obj)
+        if asked is not None:  # acknowledged in this status write, whatever else it says
+            draft.status["lastHandledReconcileAt"] = asked
         namespace = name
         registry = self._preflight(obj, draft, namespace=namespace)
         if registry is None:
@@ -94,7 +98,7 @@ class ProjectReconciler:
             return Result()
         draft.status["namespace"] = namespace
         url = spec["source"]["git"]["url"]
-        snapshot = self._snapshot(obj, draft)
+        snapshot = self._snapshot(obj, draft, fresh=asked is not None)
 
         tracked = _tracked_branches(spec)
         branches, results = self._build_branches(
@@ -194,10 +198,10 @@ class ProjectReconciler:
         self.identity.ensure(obj, namespace=namespace, registry=registry)
         return registry
 
-    def _snapshot(self, obj: JSON, draft: StatusDraft) -> Snapshot:
-        """Branch heads from the last listing, listing now if there is none yet."""
+    def _snapshot(self, obj: JSON, draft: StatusDraft, *, fresh: bool) -> Snapshot:
+        """Branch heads from the last listing, listing now if there is none yet or `fresh`."""
         snapshot = self.sources.get(obj["metadata"]["name"])
-        if snapshot is None:
+        if snapshot is None or fresh:
             snapshot, _ = self.sources.poll(self.ctx, obj)
         if snapshot.error:
             draft.condition("SourceReachable", False, "SourceUnreachable", snapshot.error)
@@ -468,6 +472,18 @@ def _count_build_outcome(draft: StatusDraft) -> None:
         metrics.count_build(outcome="succeeded")
     elif new["status"] == "False":
         metrics.count_build(outcome="failed")
+
+
+def _reconcile_asked(obj: JSON) -> str | None:
+    """The value of a `kapsa reconcile` request not acted on yet, or None.
+
+    Like Flux's reconcile.fluxcd.io/requestedAt: any new annotation value asks for one
+    reconcile with a fresh listing of the branches (no rebuild, unlike kapsa.io/rebuild),
+    and status.lastHandledReconcileAt tells the asker it happened.
+    """
+    asked = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_RECONCILE)
+    handled = (obj.get("status") or {}).get("lastHandledReconcileAt")
+    return str(asked) if asked and asked != handled else None
 
 
 def _same_but_poll_time(status: JSON, old: JSON) -> bool:
