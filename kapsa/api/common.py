@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -127,6 +128,25 @@ SpecT = TypeVar("SpecT", bound=Model)
 StatusT = TypeVar("StatusT", bound=Model)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrinterColumn:
+    """One column of `kubectl get`; priority 1 shows only with `-o wide`."""
+
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    description: str
+    priority: int = 0
+
+
+#: The Ready condition's status and message, as `kubectl get` columns read them.
+READY_STATUS = '.status.conditions[?(@.type=="Ready")].status'
+READY_MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
+AGE_COLUMN = PrinterColumn(
+    name="Age", type="date", json_path=".metadata.creationTimestamp", description="Since creation."
+)
+
+
 class Resource(Model, Generic[SpecT, StatusT]):
     """A custom resource: the class variables tell the CRD generator how to register it."""
 
@@ -135,8 +155,8 @@ class Resource(Model, Generic[SpecT, StatusT]):
     short_names: ClassVar[tuple[str, ...]] = ()
     scope: ClassVar[Literal["Cluster", "Namespaced"]]
     categories: ClassVar[tuple[str, ...]] = ("kapsa",)
-    #: (name, type, jsonPath, description) rows for `kubectl get`.
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = ()
+    #: The columns of `kubectl get`.
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = ()
 
     api_version: str = API_VERSION
     kind: str = ""

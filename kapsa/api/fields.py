@@ -82,6 +82,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
     "phase": "Running",
     "message": "All 2 environments are running.",
     "latestCommit": _COMMIT,
+    "shortCommit": _COMMIT[:12],
     "latestImage": _IMAGE,
     "namespace": "api",
     "branches": [

@@ -8,15 +8,19 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from kapsa.api.common import (
+    AGE_COLUMN,
     DNS_LABEL_PATTERN,
     DURATION_PATTERN,
     MAP_BY_NAME,
+    READY_MESSAGE,
+    READY_STATUS,
     Condition,
     LastTransition,
     Model,
     NameRef,
     NamespacedRef,
     Phase,
+    PrinterColumn,
     Resource,
     condition_list_field,
 )
@@ -219,6 +223,9 @@ class ProjectStatus(Model):
         description="The newest commit of the first environment's branch built successfully; "
         "each environment's status.commit says what it runs.",
     )
+    short_commit: str | None = Field(
+        default=None, description="latestCommit's first 12 characters, for `kubectl get`."
+    )
     latest_image: str | None = Field(default=None, description="The image of latestCommit.")
     namespace: str | None = Field(default=None, description="The namespace Kapsa made for it.")
     branches: list[BranchStatus] = Field(
@@ -256,9 +263,34 @@ class Project(Resource[ProjectSpec, ProjectStatus]):
     plural: ClassVar[str] = "projects"
     short_names: ClassVar[tuple[str, ...]] = ("kproj",)
     scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
-        ("Phase", "string", ".status.phase", "Where the Project stands."),
-        ("Commit", "string", ".status.latestCommit", "The newest commit deployed."),
-        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(
+            name="Phase", type="string", json_path=".status.phase", description="Where it stands."
+        ),
+        PrinterColumn(name="Ready", type="string", json_path=READY_STATUS, description="Ready."),
+        PrinterColumn(
+            name="Commit",
+            type="string",
+            json_path=".status.shortCommit",
+            description="The newest commit built, shortened.",
+        ),
+        PrinterColumn(
+            name="Message", type="string", json_path=READY_MESSAGE, description="Why (not) Ready."
+        ),
+        AGE_COLUMN,
+        PrinterColumn(
+            name="Namespace",
+            type="string",
+            json_path=".status.namespace",
+            description="Where its environments live.",
+            priority=1,
+        ),
+        PrinterColumn(
+            name="Image",
+            type="string",
+            json_path=".status.latestImage",
+            description="The image of the newest commit built.",
+            priority=1,
+        ),
     )
     kind: str = "Project"

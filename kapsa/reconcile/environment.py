@@ -247,7 +247,9 @@ class EnvironmentReconciler:
         else:
             cond("Progressing", True, "Idle", "nothing to roll out")
         if phase == "Running":
-            cond("Ready", True, "Running", f"{status.get('url')} runs {status.get('image')}")
+            # Short enough for `kubectl get`'s Message column; status.image has the digest.
+            served = (status.get("commit") or "its image")[:12]
+            cond("Ready", True, "Running", f"serves {served} at {status.get('url')}")
         else:
             cond(
                 "Ready",

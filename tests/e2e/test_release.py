@@ -265,17 +265,8 @@ def test_rollback_returns_to_a_ready_release_and_quarantines_the_commit_it_leave
     assert "Make v2" in backwards.stdout and "Make v3" not in backwards.stdout
 
     # One numbering: the releases `history --deployments` shows are the ones `--steps` counts.
-    listed = _kapsa(
-        control_plane,
-        "history",
-        name,
-        "--env",
-        "dev",
-        "--deployments",
-        "--ledger",
-        operator_ledger,
-        "-o",
-        "json",
+    listed = _kapsa_plain(
+        "history", name, "--env", "dev", "--deployments", "--ledger", operator_ledger, "-o", "json"
     )
     assert [(d["release"], d["commit"]) for d in json.loads(listed.stdout)] == [
         (1, first),
