@@ -69,6 +69,7 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "include": ["feature/*"],
         "exclude": ["feature/wip-*"],
         "ttl": "168h",
+        "maxAge": "30d",
         "maxCount": 10,
         "secretRefs": [{"name": "api-secrets-preview"}],
     },

@@ -150,7 +150,14 @@ class PreviewSpec(Model):
     ttl: str = Field(
         default="168h",
         pattern=DURATION_PATTERN,
-        description="A preview with no new rollout for this long is removed (default 7 days).",
+        description="A preview with no new rollout for this long is removed (default 7 days): "
+        "each new commit rolled out starts the time again.",
+    )
+    max_age: str | None = Field(
+        default=None,
+        pattern=DURATION_PATTERN,
+        description="A cap on a preview's life from its creation, new commits or not; unset, "
+        "only ttl removes it.",
     )
     max_count: int = Field(default=10, ge=0, le=1000, description="Live previews at most.")
     secret_refs: list[SecretRef] = Field(

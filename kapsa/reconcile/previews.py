@@ -14,6 +14,7 @@ import fnmatch
 import logging
 from typing import Any
 
+from kapsa.api import Phase
 from kapsa.api.naming import preview_slug
 from kapsa.build import BuildRequest
 from kapsa.k8s import manifests
@@ -83,6 +84,12 @@ class PreviewReconciler:
             if env is not None and (env.get("status") or {}).get("phase") == "Expiring":
                 self._remove(env, entry)
                 env = None
+            if env is None and head and head != entry.get("expiredCommit"):
+                # status.previews may have lost it (a write that lost a race after the delete,
+                # a status rewrite, a restore): the ledger has not.
+                expired = self._expired_in_ledger(obj, entry)
+                if expired is not None:
+                    entry["expiredCommit"] = expired
             if entry["gone"] or (head and head == entry.get("expiredCommit")):
                 if env is None:
                     self._drop_build(
@@ -98,7 +105,7 @@ class PreviewReconciler:
                 continue
             entry["waiting"] = False
             active += 1
-            self._build(obj, entry, registry=registry, namespace=namespace, url=url)
+            self._build(obj, entry, registry=registry, namespace=namespace, url=url, env=env)
             if env is None and entry.get("image"):
                 self._create_environment(obj, entry, namespace=namespace)
         if waiting:
@@ -111,6 +118,7 @@ class PreviewReconciler:
             )
         elif any(c.get("type") == "PreviewsCapped" for c in draft.conditions):
             draft.condition("PreviewsCapped", False, "BelowMaxCount", "every preview has a slot")
+        _build_condition(draft, entries.values())
         draft.status["previews"] = sorted(entries.values(), key=lambda e: e["name"])
 
     def _wanted_branches(
@@ -170,14 +178,42 @@ class PreviewReconciler:
             branch_slug=entry["name"],
         )
 
-    def _build(self, obj: JSON, entry: JSON, *, registry: JSON, namespace: str, url: str) -> None:
+    def _expired_in_ledger(self, obj: JSON, entry: JSON) -> str | None:
+        """The commit this preview last expired at by TTL, as the ledger recorded it."""
+        last = self.ctx.ledger.last_move_to(
+            project=obj["metadata"]["name"], environment=entry["name"], state=Phase.EXPIRING
+        )
+        return last.commit if last is not None and last.reason == TTL_EXPIRED else None
+
+    def _build(
+        self,
+        obj: JSON,
+        entry: JSON,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        env: JSON | None,
+    ) -> None:
         if not entry.get("commit"):
             return
         request = self._request(obj, entry, registry=registry, namespace=namespace, url=url)
         result = self.builds.ensure_build(obj, registry=registry, request=request, url=url)
+        before = (entry.get("buildState"), entry.get("message"))
         entry["buildState"] = str(result.state)
         if result.state == BuildState.FAILED:
             entry["message"] = result.message
+            if env is None and before != (entry["buildState"], entry["message"]):
+                # No Environment yet to carry the failure: the Project's Event says it, once
+                # per failed build (the condition below keeps saying it).
+                emit_event(
+                    self.ctx,
+                    obj,
+                    reason="PreviewBuildFailed",
+                    warning=True,
+                    message=f"the preview of {entry['branch']} has no environment: the build "
+                    f"of {str(entry['commit'])[:12]} failed: {result.message}",
+                )
         else:
             entry.pop("message", None)
         if (
@@ -214,3 +250,28 @@ class PreviewReconciler:
             labels={manifests.LABEL_BRANCH: entry["name"]},
         )
         self.ctx.kube.apply(ENVIRONMENT, manifest)
+
+
+def _build_condition(draft: StatusDraft, entries: Any) -> None:
+    """PreviewBuildSucceeded: False naming every preview whose head failed to build.
+
+    A preview whose first build fails has no Environment to show a condition on; this one, on
+    the Project, does, beside BuildSucceeded for the standard environments' branches.
+    """
+    failed = sorted(
+        (e for e in entries if e.get("buildState") == "Failed" and not e.get("gone")),
+        key=lambda e: e["branch"],
+    )
+    if failed:
+        draft.condition(
+            "PreviewBuildSucceeded",
+            False,
+            "BuildFailed",
+            "; ".join(f"{e['branch']}: {e.get('message') or 'the build failed'}" for e in failed),
+        )
+    elif any(c.get("type") == "PreviewBuildSucceeded" for c in draft.conditions) or any(
+        e.get("buildState") == "Succeeded" for e in entries
+    ):
+        draft.condition(
+            "PreviewBuildSucceeded", True, "BuildSucceeded", "every preview's head is built"
+        )

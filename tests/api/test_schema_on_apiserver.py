@@ -96,6 +96,7 @@ PROJECT_SPEC: dict[str, Any] = {
         "include": ["feature/*"],
         "exclude": ["feature/wip-*"],
         "ttl": "72h",
+        "maxAge": "14d",
         "maxCount": 5,
         "secretRefs": [{"name": "preview-env"}],
     },
