@@ -98,6 +98,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
             "image": "harbor.corp.com/myapp/api@sha256:77aa...02",
             "buildState": "Failed",
             "message": "Error: Build 'api-feature-new-api-build-2' failed: npm install failed",
+            "buildStartedAt": "2026-11-27T09:58:10Z",
             "gone": False,
             "expiredCommit": "1f2e3d4c",
             "waiting": False,

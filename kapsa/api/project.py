@@ -208,6 +208,11 @@ class PreviewStatus(Model):
         default="None", description="None, Running, Succeeded or Failed: the head's build."
     )
     message: str | None = Field(default=None, description="The builder's message on failure.")
+    build_started_at: str | None = Field(
+        default=None,
+        description="When Kapsa first saw the head's build running (RFC 3339); it measures "
+        "the build's duration.",
+    )
     gone: bool = Field(
         default=False,
         description="The branch was missing from enough consecutive successful listings.",

@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Hashable
 from typing import Any
 
@@ -94,6 +95,7 @@ class Operator:
         self.elector: LeaderElector | None = None
         self.leading = threading.Event()
         metrics.track_queue_depth(self.queue.depth)
+        metrics.track_environments(self._environments_by_phase)
         self._watch(PROJECT, self._on_project)
         self._watch(ENVIRONMENT, self._on_environment)
         self._watch(DOMAIN_POOL, lambda _t, _o: self._enqueue_pools_and_envs())
@@ -174,6 +176,16 @@ class Operator:
         for ref in meta.get("ownerReferences") or []:
             if ref.get("kind") == "Environment":
                 self.queue.add(("Environment", meta["namespace"], ref["name"]))
+
+    def _environments_by_phase(self) -> Counter[tuple[str, str]]:
+        """(phase, type) -> how many Environments the cache holds: kapsa_environments."""
+        return Counter(
+            (
+                (env.get("status") or {}).get("phase", "Pending"),
+                (env.get("spec") or {}).get("type", "standard"),
+            )
+            for env in self.caches[ENVIRONMENT].items()
+        )
 
     # -- timers --------------------------------------------------------------------------------
 

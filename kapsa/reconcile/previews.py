@@ -14,6 +14,7 @@ import fnmatch
 import logging
 from typing import Any
 
+from kapsa import metrics
 from kapsa.api import Phase
 from kapsa.api.naming import preview_slug
 from kapsa.build import BuildRequest
@@ -23,7 +24,7 @@ from kapsa.k8s.resources import ENVIRONMENT, KPACK_IMAGE
 from kapsa.machines import BuildState
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
-from kapsa.reconcile.context import Context
+from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.recorder import emit_event
 from kapsa.reconcile.sources import Snapshot
 
@@ -105,7 +106,7 @@ class PreviewReconciler:
                 continue
             entry["waiting"] = False
             active += 1
-            self._build(obj, entry, registry=registry, namespace=namespace, url=url, env=env)
+            self._build(obj, entry, draft, registry=registry, namespace=namespace, url=url, env=env)
             if env is None and entry.get("image"):
                 self._create_environment(obj, entry, namespace=namespace)
         if waiting:
@@ -189,6 +190,7 @@ class PreviewReconciler:
         self,
         obj: JSON,
         entry: JSON,
+        draft: StatusDraft,
         *,
         registry: JSON,
         namespace: str,
@@ -206,16 +208,18 @@ class PreviewReconciler:
             if env is None and before != (entry["buildState"], entry["message"]):
                 # No Environment yet to carry the failure: the Project's Event says it, once
                 # per failed build (the condition below keeps saying it).
-                emit_event(
-                    self.ctx,
-                    obj,
-                    reason="PreviewBuildFailed",
-                    warning=True,
-                    message=f"the preview of {entry['branch']} has no environment: the build "
-                    f"of {str(entry['commit'])[:12]} failed: {result.message}",
+                message = (
+                    f"the preview of {entry['branch']} has no environment: the build of "
+                    f"{str(entry['commit'])[:12]} failed: {result.message}"
+                )
+                draft.after_write(
+                    lambda: emit_event(
+                        self.ctx, obj, reason="PreviewBuildFailed", warning=True, message=message
+                    )
                 )
         else:
             entry.pop("message", None)
+        built_before = entry.get("builtCommit")
         if (
             result.state == BuildState.SUCCEEDED
             and result.commit == entry["commit"]
@@ -223,6 +227,31 @@ class PreviewReconciler:
         ):
             entry["builtCommit"] = entry["commit"]
             entry["image"] = result.image
+        self._count(entry, draft, before=before, built_before=built_before)
+
+    def _count(
+        self, entry: JSON, draft: StatusDraft, *, before: tuple[Any, Any], built_before: Any
+    ) -> None:
+        """The build's start time kept in status, and its end counted once, with its duration."""
+        state = entry["buildState"]
+        now = self.ctx.now()
+        if state == BuildState.RUNNING:
+            entry.setdefault("buildStartedAt", rfc3339(now))
+            return
+        started = parse_time(entry.pop("buildStartedAt", None))
+        ended = (
+            (state == BuildState.FAILED and before != (state, entry.get("message")))
+            or (state == BuildState.SUCCEEDED and entry.get("builtCommit") != built_before)
+            or (state == BuildState.SUCCEEDED and before[0] != state)
+        )
+        if ended:
+            outcome: metrics.BuildOutcome = (
+                "succeeded" if state == BuildState.SUCCEEDED else "failed"
+            )
+            seconds = (now - started).total_seconds() if started else None
+            draft.after_write(
+                lambda: metrics.count_build_finished(preview=True, outcome=outcome, seconds=seconds)
+            )
 
     def _drop_build(
         self, obj: JSON, *, registry: JSON, namespace: str, url: str, entry: JSON
@@ -234,7 +263,7 @@ class PreviewReconciler:
         name = self.builds.object_name(request)
         if self.ctx.caches[KPACK_IMAGE].get(name, namespace) is not None:
             self.ctx.kube.delete(KPACK_IMAGE, name, namespace=namespace)
-        for key in ("builtCommit", "image", "buildState", "message"):
+        for key in ("builtCommit", "image", "buildState", "message", "buildStartedAt"):
             entry.pop(key, None)
 
     def _create_environment(self, obj: JSON, entry: JSON, *, namespace: str) -> None:

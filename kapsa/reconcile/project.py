@@ -30,9 +30,10 @@ from kapsa.machines import (
     Transition,
     decide_project,
 )
+from kapsa.metrics import BuildOutcome
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
-from kapsa.reconcile.context import Context, rfc3339
+from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.identity import BuildIdentity
 from kapsa.reconcile.previews import PreviewReconciler
 from kapsa.reconcile.recorder import (
@@ -95,6 +96,7 @@ class ProjectReconciler:
         registry = self._preflight(obj, draft, namespace=namespace)
         if registry is None:
             self._write(obj, draft.finish(), None)
+            draft.written()
             return Result()
         draft.status["namespace"] = namespace
         url = spec["source"]["git"]["url"]
@@ -159,6 +161,7 @@ class ProjectReconciler:
             commit=head if building else status.get("latestCommit"),
             image=None if building else status.get("latestImage"),
         )
+        draft.written()
         return Result()
 
     def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
@@ -463,15 +466,26 @@ _BUILD_TRIGGERS = ("build_started", "build_failed")
 
 
 def _count_build_outcome(draft: StatusDraft) -> None:
-    """A build outcome counts once: when the BuildSucceeded condition turns to it."""
+    """A build outcome counts once: when the BuildSucceeded condition turns to it.
+
+    Its duration runs from when the condition turned Unknown (BuildRunning), as status keeps it,
+    so an operator restart in the middle of a build still measures the whole build.
+    """
     new = next((c for c in draft.conditions if c["type"] == "BuildSucceeded"), None)
     old = next((c for c in draft.old.get("conditions", []) if c["type"] == "BuildSucceeded"), None)
     if new is None or (old is not None and old.get("message") == new.get("message")):
         return
-    if new["status"] == "True":
-        metrics.count_build(outcome="succeeded")
-    elif new["status"] == "False":
-        metrics.count_build(outcome="failed")
+    if new["status"] not in ("True", "False"):
+        return
+    started = (
+        parse_time(old.get("lastTransitionTime")) if old and old["status"] == "Unknown" else None
+    )
+    ended = parse_time(new.get("lastTransitionTime")) or parse_time(draft.now)
+    outcome: BuildOutcome = "succeeded" if new["status"] == "True" else "failed"
+    seconds = (ended - started).total_seconds() if started and ended else None
+    draft.after_write(
+        lambda: metrics.count_build_finished(preview=False, outcome=outcome, seconds=seconds)
+    )
 
 
 def _reconcile_asked(obj: JSON) -> str | None:

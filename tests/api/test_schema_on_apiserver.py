@@ -120,6 +120,7 @@ PROJECT_STATUS: dict[str, Any] = {
             "image": "img@sha256:2",
             "buildState": "Failed",
             "message": "npm install failed",
+            "buildStartedAt": "2026-11-27T09:58:10Z",
             "gone": False,
             "expiredCommit": "abc123d",
             "waiting": False,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from kapsa.controlplane import ControlPlane
 from kapsa.errors import ConflictError
 from kapsa.k8s.client import Kube
@@ -376,6 +379,21 @@ def test_a_preview_whose_first_build_fails_says_so_on_the_project(
     assert condition(get(control_plane, "project", name), "PreviewBuildSucceeded")["status"] == (
         "True"
     )
+    # The metrics count previews' ends as well as their starts: one failure, one success.
+    scraped = _metrics(operator)
+    finished = "kapsa_builds_finished_total"
+    assert scraped[(finished, frozenset({("type", "preview"), ("outcome", "failed")}))] == 1
+    assert scraped[(finished, frozenset({("type", "preview"), ("outcome", "succeeded")}))] == 1
+    assert scraped[("kapsa_builds_started_total", frozenset({("type", "preview")}))] >= 2
+
+
+def _metrics(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = requests.get(f"{operator.url()}/metrics", timeout=5).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_max_age_caps_a_preview_that_ttl_would_keep(
