@@ -100,12 +100,13 @@ def load() -> str:
 
 
 def command_line() -> str:
+    """The command that reproduces this run, as it must be typed: benchmarks run as modules."""
     script = Path(sys.argv[0]).resolve()
     try:
-        shown = str(script.relative_to(ROOT))
+        shown = ["-m", ".".join(script.relative_to(ROOT).with_suffix("").parts)]
     except ValueError:
-        shown = str(script)
-    return " ".join([".venv/bin/python", shown, *sys.argv[1:]])
+        shown = [str(script)]
+    return " ".join([".venv/bin/python", *shown, *sys.argv[1:]])
 
 
 # -- figures ---------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 A poll must be cheap and must never hang the operator, so each listing is one subprocess with a
 deadline; on expiry its whole process group (git, git-remote-https, ssh) is killed. A failed
 listing raises SourceError and returns nothing: callers must not read a failure as "every branch
-is gone" and delete previews (see the pitfalls on mass deletion).
+is gone" and delete previews (a listing outage must never delete previews).
 """
 
 from __future__ import annotations

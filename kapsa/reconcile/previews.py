@@ -1,6 +1,6 @@
 """Preview environments: one per matching branch, gone when the branch goes or the TTL passes.
 
-What must never happen (pitfalls #8 and #9 of the reference):
+What must never happen:
 - a failed listing is not evidence: nothing is deleted unless `branch_gone_after` consecutive
   successful listings lacked the branch (counted in `Sources`);
 - a branch name becomes a DNS label through `preview_slug`, never a standard environment's name;

@@ -121,7 +121,7 @@ class ProjectReconciler:
             snapshot=snapshot,
             reserved=set(_template_names(spec)),
         )
-        # As in the design's first flow, an Environment appears once its branch has an image.
+        # An Environment appears once its branch has an image (docs/developer-guide.md).
         environments = self._ensure_environments(
             obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
         )
