@@ -7,6 +7,7 @@ with the parser the CRDs' fields use, so what works in a Project works on the co
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
 import typer
 
@@ -31,3 +32,16 @@ def written(value: timedelta) -> str:
     minutes, secs = divmod(rest, 60)
     parts = [f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n]
     return "".join(parts) or f"{value.total_seconds():g}s"
+
+
+#: How long a command waits for the operator's answer, as `--timeout 2m`.
+DEFAULT_TIMEOUT = timedelta(minutes=2)
+Timeout = Annotated[
+    timedelta,
+    typer.Option(
+        parser=duration,
+        metavar="DURATION",
+        show_default="2m",
+        help="How long to wait for the operator's answer.",
+    ),
+]

@@ -23,7 +23,7 @@ from rich.table import Table
 from kapsa.cli import app
 from kapsa.cli.cluster import KUBECONFIG_HELP, fail
 from kapsa.cli.cluster import kube as kube_client
-from kapsa.cli.durations import duration, written
+from kapsa.cli.durations import DEFAULT_TIMEOUT, Timeout, duration, written
 from kapsa.cli.ledger_client import SERVER_HELP, LedgerQuery, read
 from kapsa.errors import KapsaError
 from kapsa.git.credentials import credentials_from_secret_data
@@ -37,7 +37,6 @@ from kapsa.ledger import DEFAULT_URL
 FIELD_MANAGER = "kapsa-cli"
 REQUEST_FIELDS = ("rollbackTo", "promoteFrom", "minReady", "requestedAt")
 DEFAULT_GIT_CACHE = Path.home() / ".cache" / "kapsa" / "git"
-DEFAULT_TIMEOUT = timedelta(minutes=2)
 
 
 class _RefusedError(KapsaError):
@@ -178,15 +177,7 @@ def rollback(
     wait: Annotated[
         bool, typer.Option(help="Wait until the environment runs the image again.")
     ] = False,
-    timeout: Annotated[
-        timedelta,
-        typer.Option(
-            parser=duration,
-            metavar="DURATION",
-            show_default="2m",
-            help="How long to wait for each answer.",
-        ),
-    ] = DEFAULT_TIMEOUT,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Return ENV to a commit that ran ready there, and quarantine the commit it leaves."""
     if sum(choice is not None for choice in (to, release, steps)) > 1:
@@ -227,15 +218,7 @@ def promote(
     ] = timedelta(minutes=10),
     kubeconfig: Annotated[str | None, typer.Option(help=KUBECONFIG_HELP)] = None,
     wait: Annotated[bool, typer.Option(help="Wait until TO runs the image.")] = False,
-    timeout: Annotated[
-        timedelta,
-        typer.Option(
-            parser=duration,
-            metavar="DURATION",
-            show_default="2m",
-            help="How long to wait for each answer.",
-        ),
-    ] = DEFAULT_TIMEOUT,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Run in TO the image FROM runs, without a rebuild, once the ledger proves it there."""
     kube = kube_client(kubeconfig)

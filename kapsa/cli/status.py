@@ -23,7 +23,7 @@ import typer
 from kapsa.api.project import ANNOTATION_RECONCILE
 from kapsa.cli import app
 from kapsa.cli.cluster import KUBECONFIG_HELP, fail, kube
-from kapsa.cli.durations import duration, written
+from kapsa.cli.durations import DEFAULT_TIMEOUT, Timeout, written
 from kapsa.cli.output import Column, Output, resolve, show
 from kapsa.errors import KapsaError
 from kapsa.k8s.client import Kube
@@ -256,15 +256,7 @@ def reconcile(
     wait: Annotated[
         bool, typer.Option(help="Wait for the operator to act, then show the Project.")
     ] = True,
-    timeout: Annotated[
-        timedelta,
-        typer.Option(
-            parser=duration,
-            metavar="DURATION",
-            show_default="2m",
-            help="How long to wait for the operator.",
-        ),
-    ] = timedelta(minutes=2),
+    timeout: Timeout = DEFAULT_TIMEOUT,
     kubeconfig: Annotated[str | None, typer.Option(help=KUBECONFIG_HELP)] = None,
 ) -> None:
     """Read PROJECT's branches and reconcile it now, without a rebuild (see kapsa.io/rebuild)."""
