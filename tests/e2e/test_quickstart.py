@@ -35,9 +35,10 @@ def test_the_quickstart_creates_what_the_example_project_needs_and_it_runs(
 ) -> None:
     project = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     name = project["metadata"]["name"]
-    git_server.create_repo(name, files={"app.py": "print('hello')\n", "Procfile": "web: x\n"})
+    repository = "quickstart-api"  # other tests run a Project `api` of their own repository
+    git_server.create_repo(repository, files={"app.py": "print('hello')\n"})
     # The edit the quickstart asks for: the repository's URL; this one needs no credentials.
-    project["spec"]["source"]["git"] = {"url": git_server.url_for(name)}
+    project["spec"]["source"]["git"] = {"url": git_server.url_for(repository)}
     project["spec"]["source"]["pollInterval"] = "1s"
 
     steps = _developer_steps()
@@ -48,6 +49,12 @@ def test_the_quickstart_creates_what_the_example_project_needs_and_it_runs(
     }
     assert {re.search(r"api-secrets-\w+", s).group(0) for s in secrets} == needed  # type: ignore[union-attr]
 
+    # A namespace `api` left by an earlier test's Project must be gone: Kapsa adopts none.
+    wait_until(
+        lambda: get(control_plane, "namespace", name) is None,
+        timeout=120,
+        message=f"an earlier namespace {name} gone",
+    )
     control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(project))
     wait_until(
         lambda: get(control_plane, "namespace", name),
