@@ -238,7 +238,8 @@ def test_compacted_etcd_answers_410_for_older_resource_versions(
             resource_version_match="Exact",
         )
 
-    assert [cm.data for cm in list_at_old_version().items] == [{"key": "value"}]
+    old = [cm.data for cm in list_at_old_version().items if cm.metadata.name == "old"]
+    assert old == [{"key": "value"}]
 
     control_plane.compact_etcd()
 
