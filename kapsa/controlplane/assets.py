@@ -42,8 +42,6 @@ BUILT_BINARIES = (
     "kube-scheduler",
     "kube-proxy",
 )
-#: The binaries a node needs beside the control plane.
-NODE_BINARIES = ("kubelet", "kube-scheduler", "kube-proxy")
 
 
 @dataclass(frozen=True)
