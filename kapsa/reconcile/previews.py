@@ -85,7 +85,8 @@ class PreviewReconciler:
             head = snapshot.heads.get(branch) or entry.get("commit")
             entry["commit"] = head
             if env is not None and (env.get("status") or {}).get("phase") == "Expiring":
-                self._remove(env, entry)
+                if not self._remove(env, entry):
+                    continue
                 env = None
             if entry["gone"] or (head and head == entry.get("expiredCommit")):
                 if env is None:
@@ -153,17 +154,24 @@ class PreviewReconciler:
             wanted[branch] = name
         return wanted
 
-    def _remove(self, env: JSON, entry: JSON) -> None:
+    def _remove(self, env: JSON, entry: JSON) -> bool:
         """Delete an Expiring preview; the garbage collector takes its children (flow 4).
 
-        A preview that ran out its TTL remembers its commit, so only a newer one revives it.
+        A preview that ran out its TTL remembers its commit, so only a newer one revives it. The
+        memory is written first and the Environment deleted only by a reconcile that read it back:
+        a reconcile woken by the deletion may still hold the Project from before the write, and
+        without the mark it would create the preview again. Returns whether the deletion was sent.
         """
         status = env.get("status") or {}
         if (status.get("lastTransition") or {}).get("reason") == TTL_EXPIRED:
-            entry["expiredCommit"] = status.get("commit") or entry.get("commit")
+            expired = status.get("commit") or entry.get("commit")
+            if entry.get("expiredCommit") != expired:
+                entry["expiredCommit"] = expired
+                return False  # the status write wakes the next reconcile, which deletes
         if not env["metadata"].get("deletionTimestamp"):
             meta = env["metadata"]
             self.ctx.kube.delete(ENVIRONMENT, meta["name"], namespace=meta["namespace"])
+        return True
 
     def _request(
         self, obj: JSON, entry: JSON, *, registry: JSON, namespace: str, url: str
