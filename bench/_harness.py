@@ -108,12 +108,13 @@ def load() -> str:
 
 
 def command_line() -> str:
+    """The command that reproduces this run, as it must be typed: benchmarks run as modules."""
     script = Path(sys.argv[0]).resolve()
     try:
-        shown = str(script.relative_to(ROOT))
+        shown = ["-m", ".".join(script.relative_to(ROOT).with_suffix("").parts)]
     except ValueError:
-        shown = str(script)
-    return " ".join([".venv/bin/python", shown, *sys.argv[1:]])
+        shown = [str(script)]
+    return " ".join([".venv/bin/python", *shown, *sys.argv[1:]])
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -342,8 +343,8 @@ class OperatorChild:
             str(stack.workdir / "git-cache"),
             "--workers",
             str(workers),
-            "--resync-seconds",
-            str(resync_seconds),
+            "--resync",
+            f"{resync_seconds:g}s",
         ]
         self.process: subprocess.Popen[str] | None = None
         self._lock = threading.Lock()

@@ -13,11 +13,13 @@ value forever).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Final, Literal
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
@@ -25,10 +27,13 @@ REGISTRY: Final = CollectorRegistry(auto_describe=True)
 _RECONCILE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 #: `git ls-remote` takes about a second on a large repository; the git timeout is 60 s.
 _POLL_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+#: Buildpacks builds take from under a minute (cached layers) to tens of minutes.
+_BUILD_BUCKETS = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
 
 ReconcileResult = Literal["success", "requeue", "error"]
 PollResult = Literal["changed", "unchanged", "error"]
-BuildOutcome = Literal["started", "succeeded", "failed"]
+BuildOutcome = Literal["succeeded", "failed"]
+BuildType = Literal["standard", "preview"]
 WebhookProvider = Literal["github", "gitea", "gitlab", "unknown"]
 WebhookResult = Literal[
     "accepted",
@@ -81,10 +86,24 @@ POLL_DURATION: Final = Histogram(
     buckets=_POLL_BUCKETS,
     registry=REGISTRY,
 )
-BUILDS: Final = Counter(
-    "kapsa_builds_total",
-    "Builds started and finished, by outcome (started, succeeded, failed).",
-    ["outcome"],
+BUILDS_STARTED: Final = Counter(
+    "kapsa_builds_started_total",
+    "Builds Kapsa started (a kpack Image applied for a new commit, or a build Job created), "
+    "by type (standard, preview).",
+    ["type"],
+    registry=REGISTRY,
+)
+BUILDS_FINISHED: Final = Counter(
+    "kapsa_builds_finished_total",
+    "Builds Kapsa saw end, by type (standard, preview) and outcome (succeeded, failed).",
+    ["type", "outcome"],
+    registry=REGISTRY,
+)
+BUILD_DURATION: Final = Histogram(
+    "kapsa_build_duration_seconds",
+    "From when Kapsa saw a build running to when it saw it end, by type and outcome.",
+    ["type", "outcome"],
+    buckets=_BUILD_BUCKETS,
     registry=REGISTRY,
 )
 QUEUE_DEPTH: Final = Gauge(
@@ -100,6 +119,34 @@ WEBHOOKS: Final = Counter(
 )
 
 
+#: Every phase an Environment can be in, and its two types: the series of kapsa_environments.
+PHASES: Final = ("Pending", "Building", "Deploying", "Running", "Failed", "Expiring")
+ENVIRONMENT_TYPES: Final = ("standard", "preview")
+
+
+class _EnvironmentCount(Collector):
+    """kapsa_environments{phase, type}, counted from the operator's cache at scrape time."""
+
+    def __init__(self) -> None:
+        self.count: Callable[[], Mapping[tuple[str, str], int]] = dict
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "kapsa_environments",
+            "Environments in the operator's cache, by phase and type (standard, preview).",
+            labels=["phase", "type"],
+        )
+        counted = self.count()
+        for phase in PHASES:
+            for type_ in ENVIRONMENT_TYPES:
+                family.add_metric([phase, type_], float(counted.get((phase, type_), 0)))
+        yield family
+
+
+_ENVIRONMENTS: Final = _EnvironmentCount()
+REGISTRY.register(_ENVIRONMENTS)
+
+
 def _precreate() -> None:
     """Series that exist from the start, at 0, so that an alert on their rate sees the first one."""
     for kind in KINDS:
@@ -109,8 +156,11 @@ def _precreate() -> None:
             RECONCILE_TOTAL.labels(kind=kind, result=result)
     for poll in ("changed", "unchanged", "error"):
         POLLS.labels(result=poll)
-    for outcome in ("started", "succeeded", "failed"):
-        BUILDS.labels(outcome=outcome)
+    for type_ in ENVIRONMENT_TYPES:
+        BUILDS_STARTED.labels(type=type_)
+        for outcome in ("succeeded", "failed"):
+            BUILDS_FINISHED.labels(type=type_, outcome=outcome)
+            BUILD_DURATION.labels(type=type_, outcome=outcome)
     for provider in ("github", "gitea", "gitlab"):
         for webhook in ("accepted", "bad_signature", "replayed"):
             WEBHOOKS.labels(provider=provider, result=webhook)
@@ -158,8 +208,25 @@ def timed_poll() -> Iterator[Callable[[PollResult], None]]:
         observe_poll(result=outcome[-1] if outcome else "error", seconds=_since(started))
 
 
-def count_build(*, outcome: BuildOutcome) -> None:
-    BUILDS.labels(outcome=outcome).inc()
+def _build_type(preview: bool) -> BuildType:
+    return "preview" if preview else "standard"
+
+
+def count_build_started(*, preview: bool) -> None:
+    BUILDS_STARTED.labels(type=_build_type(preview)).inc()
+
+
+def count_build_finished(*, preview: bool, outcome: BuildOutcome, seconds: float | None) -> None:
+    """A build's end, seen once; `seconds` since it was seen running, when that is known."""
+    type_ = _build_type(preview)
+    BUILDS_FINISHED.labels(type=type_, outcome=outcome).inc()
+    if seconds is not None:
+        BUILD_DURATION.labels(type=type_, outcome=outcome).observe(max(seconds, 0.0))
+
+
+def track_environments(count: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+    """Count environments by (phase, type) at scrape time, from the caller's cache."""
+    _ENVIRONMENTS.count = count
 
 
 def track_queue_depth(depth: Callable[[], int]) -> None:

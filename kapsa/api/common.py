@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
@@ -14,8 +15,11 @@ GROUP = "kapsa.io"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
-#: Go-style durations as users write them for Kubernetes: `90s`, `5m`, `168h`, `1h30m`.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: The one duration syntax of Kapsa, in the CRDs and on the command line alike: Go-style
+#: durations as users write them for Kubernetes (`90s`, `5m`, `168h`, `1h30m`), plus days and
+#: weeks (`7d`, `2w`), which previews' lifetimes and `--since` are naturally counted in.
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d|w))+$"
+DURATION_EXAMPLES = "e.g. 90s, 5m, 1h30m, 7d"
 #: An RFC 1123 label: what a Kubernetes object name inside a host must be.
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 #: An RFC 1123 subdomain, at least two labels: a domain hosts are allocated under.
@@ -31,16 +35,17 @@ TEXT_MAX = 1024
 #: The longest duration Kapsa acts on; longer ones (which would overflow timedelta) mean this.
 LONGEST_DURATION = timedelta(days=3650)
 
-_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d|w)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
 def parse_duration(text: str, *, floor: timedelta = timedelta(0)) -> timedelta:
     """`1h30m` -> 90 minutes, clamped to [floor, LONGEST_DURATION]. The schema has already
     rejected anything else; the clamp is what keeps `99999999999h` from overflowing timedelta
     in every reconcile of the Project."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"not a duration: {text!r} (use e.g. 90s, 5m, 168h)")
+    if not re.fullmatch(DURATION_PATTERN, text.strip()):
+        raise ValueError(f"not a duration: {text!r} ({DURATION_EXAMPLES})")
+    text = text.strip()
     seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     seconds = min(seconds, LONGEST_DURATION.total_seconds())
     return max(timedelta(seconds=seconds), floor)
@@ -142,6 +147,25 @@ SpecT = TypeVar("SpecT", bound=Model)
 StatusT = TypeVar("StatusT", bound=Model)
 
 
+@dataclass(frozen=True, kw_only=True)
+class PrinterColumn:
+    """One column of `kubectl get`; priority 1 shows only with `-o wide`."""
+
+    name: str
+    type: Literal["string", "integer", "number", "boolean", "date"]
+    json_path: str
+    description: str
+    priority: int = 0
+
+
+#: The Ready condition's status and message, as `kubectl get` columns read them.
+READY_STATUS = '.status.conditions[?(@.type=="Ready")].status'
+READY_MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
+AGE_COLUMN = PrinterColumn(
+    name="Age", type="date", json_path=".metadata.creationTimestamp", description="Since creation."
+)
+
+
 class Resource(Model, Generic[SpecT, StatusT]):
     """A custom resource: the class variables tell the CRD generator how to register it."""
 
@@ -150,8 +174,8 @@ class Resource(Model, Generic[SpecT, StatusT]):
     short_names: ClassVar[tuple[str, ...]] = ()
     scope: ClassVar[Literal["Cluster", "Namespaced"]]
     categories: ClassVar[tuple[str, ...]] = ("kapsa",)
-    #: (name, type, jsonPath, description) rows for `kubectl get`.
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = ()
+    #: The columns of `kubectl get`.
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = ()
 
     api_version: str = API_VERSION
     kind: str = ""

@@ -70,8 +70,14 @@ def crd_for(resource_cls: type[Resource[Any, Any]]) -> dict[str, Any]:
     }
     if resource_cls.printer_columns:
         version["additionalPrinterColumns"] = [
-            {"name": name, "type": type_, "jsonPath": path, "description": text}
-            for name, type_, path, text in resource_cls.printer_columns
+            {
+                "name": column.name,
+                "type": column.type,
+                "jsonPath": column.json_path,
+                "description": column.description,
+                **({"priority": column.priority} if column.priority else {}),
+            }
+            for column in resource_cls.printer_columns
         ]
     names: dict[str, Any] = {
         "kind": kind,

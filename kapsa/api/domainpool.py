@@ -7,10 +7,13 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from kapsa.api.common import (
+    AGE_COLUMN,
     DNS_DOMAIN_PATTERN,
+    READY_STATUS,
     Condition,
     Model,
     NameRef,
+    PrinterColumn,
     Resource,
     condition_list_field,
 )
@@ -42,10 +45,19 @@ class DomainPool(Resource[DomainPoolSpec, DomainPoolStatus]):
     plural: ClassVar[str] = "domainpools"
     short_names: ClassVar[tuple[str, ...]] = ("dpool",)
     scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
-        ("Domain", "string", ".spec.baseDomain", "The base domain."),
-        ("Issuer", "string", ".spec.clusterIssuerRef.name", "The ClusterIssuer."),
-        ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status', "Issuer verified."),
-        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(
+            name="Domain", type="string", json_path=".spec.baseDomain", description="The domain."
+        ),
+        PrinterColumn(
+            name="Issuer",
+            type="string",
+            json_path=".spec.clusterIssuerRef.name",
+            description="The ClusterIssuer.",
+        ),
+        PrinterColumn(
+            name="Ready", type="string", json_path=READY_STATUS, description="Issuer verified."
+        ),
+        AGE_COLUMN,
     )
     kind: str = "DomainPool"

@@ -8,15 +8,19 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from kapsa.api.common import (
+    AGE_COLUMN,
     BRANCH_MAX,
     DNS_LABEL_PATTERN,
     DURATION_MAX,
     DURATION_PATTERN,
     NAMESPACE_MAX,
+    READY_MESSAGE,
+    READY_STATUS,
     Condition,
     LastTransition,
     Model,
     Phase,
+    PrinterColumn,
     Resource,
     condition_list_field,
 )
@@ -124,6 +128,9 @@ class EnvironmentStatus(Model):
     host: str | None = Field(default=None, description="The host allocated from the DomainPool.")
     image: str | None = Field(default=None, description="The image the Deployment runs.")
     commit: str | None = Field(default=None, description="The commit of that image.")
+    short_commit: str | None = Field(
+        default=None, description="commit's first 12 characters, for `kubectl get`."
+    )
     target_image: str | None = Field(
         default=None, description="The image a rollout in progress moves to."
     )
@@ -163,10 +170,42 @@ class Environment(Resource[EnvironmentSpec, EnvironmentStatus]):
     plural: ClassVar[str] = "environments"
     short_names: ClassVar[tuple[str, ...]] = ("kenv",)
     scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Namespaced"
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
-        ("Phase", "string", ".status.phase", "Where the environment stands."),
-        ("URL", "string", ".status.url", "Where it answers."),
-        ("Image", "string", ".status.image", "What the Deployment runs."),
-        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(name="Type", type="string", json_path=".spec.type", description="Its type."),
+        PrinterColumn(
+            name="Branch", type="string", json_path=".spec.branch", description="What it runs."
+        ),
+        PrinterColumn(
+            name="Phase", type="string", json_path=".status.phase", description="Where it stands."
+        ),
+        PrinterColumn(name="Ready", type="string", json_path=READY_STATUS, description="Ready."),
+        PrinterColumn(
+            name="Commit",
+            type="string",
+            json_path=".status.shortCommit",
+            description="The commit it runs, shortened.",
+        ),
+        PrinterColumn(name="URL", type="string", json_path=".status.url", description="Its URL."),
+        PrinterColumn(
+            name="Expires",
+            type="string",
+            json_path=".status.expiresAt",
+            description="Previews: when it is removed.",
+        ),
+        AGE_COLUMN,
+        PrinterColumn(
+            name="Message",
+            type="string",
+            json_path=READY_MESSAGE,
+            description="Why (not) Ready.",
+            priority=1,
+        ),
+        PrinterColumn(
+            name="Image",
+            type="string",
+            json_path=".status.image",
+            description="What the Deployment runs, by digest.",
+            priority=1,
+        ),
     )
     kind: str = "Environment"

@@ -12,7 +12,7 @@ import json
 import sys
 import types
 from enum import Enum
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
@@ -73,6 +73,7 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "include": ["feature/*"],
         "exclude": ["feature/wip-*"],
         "ttl": "168h",
+        "maxAge": "30d",
         "maxCount": 10,
         "secretRefs": [{"name": "api-secrets-preview"}],
     },
@@ -86,6 +87,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
     "phase": "Running",
     "message": "All 2 environments are running.",
     "latestCommit": _COMMIT,
+    "shortCommit": _COMMIT[:12],
     "latestImage": _IMAGE,
     "namespace": "api",
     "branches": [
@@ -100,6 +102,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
             "image": "harbor.corp.com/myapp/api@sha256:77aa...02",
             "buildState": "Failed",
             "message": "Error: Build 'api-feature-new-api-build-2' failed: npm install failed",
+            "buildStartedAt": "2026-11-27T09:58:10Z",
             "gone": False,
             "expiredCommit": "1f2e3d4c",
             "waiting": False,
@@ -136,6 +139,7 @@ EXAMPLE_STATUS: dict[str, Any] = {
         "image": _IMAGE,
     },
     "lastPollTime": "2026-11-27T10:04:00Z",
+    "lastHandledReconcileAt": "2026-11-27T10:03:58.120000Z",
 }
 
 
@@ -155,6 +159,8 @@ def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:
 
 def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
+    if origin is Annotated:  # a constrained type: its constraints are in the schema
+        return _type_name(get_args(annotation)[0])
     if origin in (Union, types.UnionType):
         inner = [a for a in get_args(annotation) if a is not type(None)]
         return " or ".join(_type_name(a) for a in inner)

@@ -8,12 +8,15 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field
 
 from kapsa.api.common import (
+    AGE_COLUMN,
     BRANCH_MAX,
     DNS_LABEL_PATTERN,
     DURATION_MAX,
     DURATION_PATTERN,
     MAP_BY_NAME,
     NAME_MAX,
+    READY_MESSAGE,
+    READY_STATUS,
     TEXT_MAX,
     Condition,
     LastTransition,
@@ -21,6 +24,7 @@ from kapsa.api.common import (
     NameRef,
     NamespacedRef,
     Phase,
+    PrinterColumn,
     Resource,
     condition_list_field,
 )
@@ -28,6 +32,9 @@ from kapsa.api.common import (
 MAX_SECRET_REFS = 20
 MAX_PATTERNS = 50
 BranchPattern = Annotated[str, Field(min_length=1, max_length=BRANCH_MAX)]
+#: Set to any new value (`kapsa reconcile` writes the time) to have Kapsa read the Project's
+#: branches and reconcile it now; status.lastHandledReconcileAt echoes the value once done.
+ANNOTATION_RECONCILE = "kapsa.io/reconcile-requested-at"
 
 
 class GitSource(Model):
@@ -222,7 +229,15 @@ class PreviewSpec(Model):
         default="168h",
         max_length=DURATION_MAX,
         pattern=DURATION_PATTERN,
-        description="A preview with no new rollout for this long is removed (default 7 days).",
+        description="A preview with no new rollout for this long is removed (default 7 days): "
+        "each new commit rolled out starts the time again.",
+    )
+    max_age: str | None = Field(
+        default=None,
+        max_length=DURATION_MAX,
+        pattern=DURATION_PATTERN,
+        description="A cap on a preview's life from its creation, new commits or not; unset, "
+        "only ttl removes it.",
     )
     max_count: int = Field(default=10, ge=0, le=1000, description="Live previews at most.")
     secret_refs: list[SecretRef] = Field(
@@ -274,6 +289,11 @@ class PreviewStatus(Model):
         default="None", description="None, Running, Succeeded or Failed: the head's build."
     )
     message: str | None = Field(default=None, description="The builder's message on failure.")
+    build_started_at: str | None = Field(
+        default=None,
+        description="When Kapsa first saw the head's build running (RFC 3339); it measures "
+        "the build's duration.",
+    )
     gone: bool = Field(
         default=False,
         description="The branch was missing from enough consecutive successful listings.",
@@ -291,7 +311,14 @@ class PreviewStatus(Model):
 class ProjectStatus(Model):
     phase: Phase = Field(default=Phase.PENDING, description="Where the Project stands.")
     message: str | None = Field(default=None, description="Why, for people.")
-    latest_commit: str | None = Field(default=None, description="The newest commit deployed.")
+    latest_commit: str | None = Field(
+        default=None,
+        description="The newest commit of the first environment's branch built successfully; "
+        "each environment's status.commit says what it runs.",
+    )
+    short_commit: str | None = Field(
+        default=None, description="latestCommit's first 12 characters, for `kubectl get`."
+    )
     latest_image: str | None = Field(default=None, description="The image of latestCommit.")
     namespace: str | None = Field(default=None, description="The namespace Kapsa made for it.")
     branches: list[BranchStatus] = Field(
@@ -315,6 +342,11 @@ class ProjectStatus(Model):
         default=None, description="The newest transition, as written to the ledger."
     )
     last_poll_time: str | None = Field(default=None, description="When branches were last read.")
+    last_handled_reconcile_at: str | None = Field(
+        default=None,
+        description="The kapsa.io/reconcile-requested-at annotation last acted on, after "
+        "reading the branches anew: `kapsa reconcile` waits for it.",
+    )
 
 
 class Project(Resource[ProjectSpec, ProjectStatus]):
@@ -324,9 +356,34 @@ class Project(Resource[ProjectSpec, ProjectStatus]):
     plural: ClassVar[str] = "projects"
     short_names: ClassVar[tuple[str, ...]] = ("kproj",)
     scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
-        ("Phase", "string", ".status.phase", "Where the Project stands."),
-        ("Commit", "string", ".status.latestCommit", "The newest commit deployed."),
-        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(
+            name="Phase", type="string", json_path=".status.phase", description="Where it stands."
+        ),
+        PrinterColumn(name="Ready", type="string", json_path=READY_STATUS, description="Ready."),
+        PrinterColumn(
+            name="Commit",
+            type="string",
+            json_path=".status.shortCommit",
+            description="The newest commit built, shortened.",
+        ),
+        PrinterColumn(
+            name="Message", type="string", json_path=READY_MESSAGE, description="Why (not) Ready."
+        ),
+        AGE_COLUMN,
+        PrinterColumn(
+            name="Namespace",
+            type="string",
+            json_path=".status.namespace",
+            description="Where its environments live.",
+            priority=1,
+        ),
+        PrinterColumn(
+            name="Image",
+            type="string",
+            json_path=".status.latestImage",
+            description="The image of the newest commit built.",
+            priority=1,
+        ),
     )
     kind: str = "Project"

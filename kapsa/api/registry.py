@@ -6,7 +6,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from kapsa.api.common import Condition, Model, NamespacedRef, Resource, condition_list_field
+from kapsa.api.common import (
+    AGE_COLUMN,
+    Condition,
+    Model,
+    NamespacedRef,
+    PrinterColumn,
+    Resource,
+    condition_list_field,
+)
 
 
 class RegistrySpec(Model):
@@ -37,9 +45,16 @@ class Registry(Resource[RegistrySpec, RegistryStatus]):
     plural: ClassVar[str] = "registries"
     short_names: ClassVar[tuple[str, ...]] = ("kreg",)
     scope: ClassVar[Literal["Cluster", "Namespaced"]] = "Cluster"
-    printer_columns: ClassVar[tuple[tuple[str, str, str, str], ...]] = (
-        ("Server", "string", ".spec.server", "The registry."),
-        ("Verified", "boolean", ".status.verified", "Reached and logged in."),
-        ("Age", "date", ".metadata.creationTimestamp", "Since creation."),
+    printer_columns: ClassVar[tuple[PrinterColumn, ...]] = (
+        PrinterColumn(
+            name="Server", type="string", json_path=".spec.server", description="The registry."
+        ),
+        PrinterColumn(
+            name="Verified",
+            type="boolean",
+            json_path=".status.verified",
+            description="Reached and logged in.",
+        ),
+        AGE_COLUMN,
     )
     kind: str = "Registry"

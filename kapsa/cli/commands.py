@@ -7,4 +7,5 @@ from kapsa.cli import (
     operator,  # noqa: F401
     release,  # noqa: F401
     sandbox,  # noqa: F401
+    status,  # noqa: F401
 )

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from kapsa.cli import app
-from kapsa.machines import mermaid
+from kapsa.errors import KapsaError
+from kapsa.machines import Kind, dot, mermaid
 
 
 class DiagramKind(StrEnum):
@@ -19,9 +20,12 @@ class DiagramKind(StrEnum):
 
 
 class DiagramFormat(StrEnum):
-    """Output formats; Mermaid renders on GitHub and in most Markdown viewers."""
+    """Output formats; Mermaid renders on GitHub and in most Markdown viewers, Graphviz's DOT
+    and SVG (drawn by `dot`) everywhere else."""
 
     MERMAID = "mermaid"
+    DOT = "dot"
+    SVG = "svg"
 
 
 @app.command()
@@ -32,5 +36,16 @@ def diagram(
     ] = DiagramFormat.MERMAID,
 ) -> None:
     """Print the state diagram of Projects or Environments."""
+    name: Kind = "project" if kind is DiagramKind.PROJECT else "environment"
     if output_format is DiagramFormat.MERMAID:
-        typer.echo(mermaid("project" if kind is DiagramKind.PROJECT else "environment"))
+        typer.echo(mermaid(name))
+    elif output_format is DiagramFormat.DOT:
+        typer.echo(dot(name), nl=False)
+    else:
+        from kapsa.cli.images import svg
+
+        try:
+            typer.echo(svg(dot(name)), nl=False)
+        except KapsaError as exc:
+            typer.echo(f"kapsa diagram: {exc}", err=True)
+            raise typer.Exit(code=1) from None

@@ -1,8 +1,9 @@
 """`kapsa history`: what happened to a project, read from the audit ledger.
 
-Tables for people (newest last, so the latest is next to the prompt), `-o json` for scripts.
-The queries and their JSON shape live in kapsa.ledger, which the HTTP server reuses; with
-`--server` the same queries go to the operator's internal HTTP listener, so that a user with
+Tables for people (newest last, so the latest is next to the prompt), every column in a pipe,
+`-o json|yaml` for scripts (kapsa.cli.output). The queries and their JSON shape live in
+kapsa.ledger, which the HTTP server reuses; with `--server` the same queries go to the
+operator's internal HTTP listener, so that a user with
 `kubectl -n kapsa-system port-forward deployment/kapsa 8081` needs neither the ledger file nor a
 shell in the pod. Both ways (kapsa.cli.ledger_client) return the same JSON, and the tables are
 printed from it, so they print the same thing.
@@ -10,26 +11,17 @@ printed from it, so they print the same thing.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from kapsa.cli import app
 from kapsa.cli.ledger_client import SERVER_HELP, LedgerQuery, ServerError, read
+from kapsa.cli.output import OUTPUT_HELP, Column, Output, show
 from kapsa.errors import InvalidSpecError, LedgerError
 from kapsa.ledger import DEFAULT_URL, Deployment, Entry, parse_when
-
-
-class Output(StrEnum):
-    TABLE = "table"
-    JSON = "json"
-
 
 TIME_HELP = "ISO 8601 (UTC unless it names a zone) or a span ago: 30m, 2h, 1d."
 
@@ -51,52 +43,54 @@ def _short(commit: str | None) -> str:
     return "-" if commit is None else commit[:12]
 
 
-def _entries_table(entries: list[Entry]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("TIME", "OBJECT", "SEQ", "TRANSITION", "TRIGGER", "REASON", "COMMIT"):
-        table.add_column(column, no_wrap=column != "REASON")
-    table.add_column("IMAGE", overflow="fold")
-    table.add_column("SOURCE")
-    table.add_column("MESSAGE", overflow="fold")
-    for e in entries:
-        table.add_row(
-            _time(e.at),
-            f"{e.kind}/{e.name}",
-            str(e.seq),
-            f"{e.from_state} -> {e.to_state}",
-            e.trigger,
-            e.reason,
-            _short(e.commit),
-            e.image or "-",
-            e.source or "-",
-            e.message,
-        )
-    return table
+ENTRY_COLUMNS = (
+    Column(header="TIME"),
+    Column(header="OBJECT"),
+    Column(header="SEQ", drop=3),
+    Column(header="TRANSITION"),
+    Column(header="TRIGGER", drop=4),
+    Column(header="REASON"),
+    Column(header="COMMIT", drop=5),
+    Column(header="IMAGE", fold=True, drop=1),
+    Column(header="SOURCE", drop=2),
+    Column(header="MESSAGE", fold=True),
+)
+DEPLOYMENT_COLUMNS = (
+    Column(header="RELEASE"),
+    Column(header="STARTED"),
+    Column(header="ENDED"),
+    Column(header="READY"),
+    Column(header="COMMIT"),
+    Column(header="IMAGE", fold=True, drop=1),
+    Column(header="REASON"),
+)
 
 
-def _deployments_table(deployments: list[Deployment]) -> Table:
-    table = Table(box=None, header_style="bold")
-    for column in ("STARTED", "ENDED", "READY", "COMMIT"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("IMAGE", overflow="fold")
-    table.add_column("REASON")
-    for d in deployments:
-        table.add_row(
-            _time(d.started),
-            "running" if d.ended is None else _time(d.ended),
-            "yes" if d.ready else "no",
-            _short(d.commit),
-            d.image or "-",
-            d.entry.reason,
-        )
-    return table
+def _entry_row(e: Entry) -> list[str]:
+    return [
+        _time(e.at),
+        f"{e.kind}/{e.name}",
+        str(e.seq),
+        f"{e.from_state} -> {e.to_state}",
+        e.trigger,
+        e.reason,
+        _short(e.commit),
+        e.image or "-",
+        e.source or "-",
+        e.message,
+    ]
 
 
-def _show(data: Any, table: Table | str, *, output: Output) -> None:
-    if output is Output.JSON:
-        typer.echo(json.dumps(data, indent=2))
-    else:
-        Console(soft_wrap=False).print(table)
+def _deployment_row(d: Deployment) -> list[str]:
+    return [
+        str(d.release),
+        _time(d.started),
+        "running" if d.ended is None else _time(d.ended),
+        "yes" if d.ready else "no",
+        _short(d.commit),
+        d.image or "-",
+        d.entry.reason,
+    ]
 
 
 @app.command()
@@ -120,7 +114,7 @@ def history(
     server: Annotated[
         str | None, typer.Option("--server", envvar="KAPSA_SERVER", help=SERVER_HELP)
     ] = None,
-    output: Annotated[Output, typer.Option("-o", "--output", help="table or json.")] = Output.TABLE,
+    output: Annotated[Output | None, typer.Option("-o", "--output", help=OUTPUT_HELP)] = None,
 ) -> None:
     """Show a project's transitions, its deployments, or what ran at a given time."""
     now = datetime.now(UTC)
@@ -133,10 +127,45 @@ def history(
     query = LedgerQuery(project=project, env=env, since=start, until=end, limit=limit, at=when)
     try:
         data = read(query, deployments=deployments, ledger_url=ledger_url, server=server)
+        if not data:
+            _refuse_unknown(query, ledger_url=ledger_url, server=server)
     except (LedgerError, ServerError) as exc:
-        typer.echo(f"kapsa history: {exc}", err=True)
+        hint = ""
+        if server is None and ledger_url == DEFAULT_URL:
+            hint = (
+                "; to read it from the operator instead, run `kubectl -n kapsa-system port-forward "
+                "deployment/kapsa 8081` and add --server http://localhost:8081"
+            )
+        typer.echo(f"kapsa history: {exc}{hint}", err=True)
         raise typer.Exit(code=1) from None
-    _show(data, _view(data, query=query, deployments=deployments), output=output)
+    if query.env is not None and query.at is not None:
+        if data is None and output not in (Output.JSON, Output.YAML):
+            typer.echo(f"nothing ran in {query.env} at {_time(query.at)}", err=True)
+            return
+        spans = [] if data is None else [_deployment(data)]
+    elif query.env is not None and deployments:
+        spans = [_deployment(d) for d in data]
+    else:
+        rows = [_entry_row(_entry(e)) for e in data]
+        show(data, columns=ENTRY_COLUMNS, rows=rows, output=output, command="kapsa history")
+        return
+    rows = [_deployment_row(d) for d in spans]
+    show(data, columns=DEPLOYMENT_COLUMNS, rows=rows, output=output, command="kapsa history")
+
+
+def _refuse_unknown(query: LedgerQuery, *, ledger_url: str, server: str | None) -> None:
+    """An empty answer about a name the ledger never saw is a typo, said so and exit 1.
+
+    A window or an instant with nothing in it is a fine answer; a project (or environment)
+    with no transition at all is not, and a script piping the output must be able to tell.
+    """
+    scopes = [None] if query.env is None else [None, query.env]
+    for env in scopes:
+        probe = LedgerQuery(project=query.project, env=env, limit=1)
+        if not read(probe, deployments=False, ledger_url=ledger_url, server=server):
+            where = query.project if env is None else f"{env} in {query.project}"
+            typer.echo(f"no history for {where}", err=True)
+            raise typer.Exit(code=1)
 
 
 def _entry(data: dict[str, Any]) -> Entry:
@@ -148,6 +177,7 @@ def _entry(data: dict[str, Any]) -> Entry:
 def _deployment(data: dict[str, Any]) -> Deployment:
     ended = data.get("ended")
     return Deployment(
+        release=int(data["release"]),
         commit=data.get("commit"),
         image=data.get("image"),
         started=datetime.fromisoformat(data["started"]),
@@ -155,13 +185,3 @@ def _deployment(data: dict[str, Any]) -> Deployment:
         ready=bool(data.get("ready")),
         entry=_entry(data["entry"]),
     )
-
-
-def _view(data: Any, *, query: LedgerQuery, deployments: bool) -> Table | str:
-    if query.env is not None and query.at is not None:
-        if data is None:
-            return f"nothing ran in {query.env} at {_time(query.at)}"
-        return _deployments_table([_deployment(data)])
-    if query.env is not None and deployments:
-        return _deployments_table([_deployment(d) for d in data])
-    return _entries_table([_entry(e) for e in data])

@@ -4,13 +4,29 @@ from __future__ import annotations
 
 import logging
 import signal
+from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from kapsa.cli import app
+from kapsa.cli.durations import duration
 from kapsa.cli.logs import configure_logging
+from kapsa.errors import KapsaError
+
+
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class LogLevel(StrEnum):
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
 
 
 @app.command()
@@ -25,7 +41,15 @@ def operator(
         str, typer.Option(envvar="KAPSA_NAMESPACE", help="Namespace Kapsa runs in.")
     ] = "kapsa-system",
     workers: Annotated[int, typer.Option(min=1, help="Keys reconciled in parallel.")] = 4,
-    resync_seconds: Annotated[float, typer.Option(help="Full resync period.")] = 600.0,
+    resync: Annotated[
+        timedelta,
+        typer.Option(
+            parser=duration,
+            metavar="DURATION",
+            show_default="10m",
+            help="How often every object is reconciled again, changed or not.",
+        ),
+    ] = timedelta(minutes=10),
     leader_elect: Annotated[bool, typer.Option(help="Take a Lease before acting.")] = True,
     identity: Annotated[str | None, typer.Option(help="This replica's name in the Lease.")] = None,
     allow_insecure_sources: Annotated[
@@ -86,8 +110,10 @@ def operator(
         list[str] | None,
         typer.Option(help="RESOURCE=QUANTITY: the LimitRange's default container request."),
     ] = None,
-    log_format: Annotated[str, typer.Option(help="text or json.")] = "text",
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING.")] = "INFO",
+    log_format: Annotated[LogFormat, typer.Option(help="text or json.")] = LogFormat.TEXT,
+    log_level: Annotated[
+        LogLevel, typer.Option(case_sensitive=False, help="DEBUG, INFO, WARNING or ERROR.")
+    ] = LogLevel.INFO,
 ) -> None:
     """Run the Kapsa operator until SIGTERM or SIGINT."""
     from kapsa.k8s.client import Kube
@@ -98,13 +124,13 @@ def operator(
     from kapsa.web.auth import KubeAuthorizer
     from kapsa.web.server import is_loopback
 
-    configure_logging(fmt=log_format, level=log_level)
+    configure_logging(fmt=log_format.value, level=log_level.value)
     settings = Settings(
         namespace=namespace,
         allow_insecure_sources=allow_insecure_sources,
         allow_private_hosts=allow_private_hosts,
         git_cache=git_cache,
-        resync_seconds=resync_seconds,
+        resync_seconds=resync.total_seconds(),
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,
         ssh_known_hosts=ssh_known_hosts,
@@ -117,8 +143,16 @@ def operator(
             container_request=container_request,
         ),
     )
-    the_ledger = Ledger.open(ledger)
-    kube = Kube.from_kubeconfig(kubeconfig)
+    try:
+        the_ledger = Ledger.open(ledger)
+    except KapsaError as exc:
+        typer.echo(f"kapsa operator: {exc}", err=True)
+        raise typer.Exit(code=1) from None
+    try:
+        kube = Kube.from_kubeconfig(kubeconfig)
+    except Exception as exc:  # the kubernetes package raises many kinds here
+        typer.echo(f"kapsa operator: cannot load the cluster's credentials: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     the_operator = Operator(
         kube=kube,
         ledger=the_ledger,

@@ -12,16 +12,18 @@ from __future__ import annotations
 import base64
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from kapsa.api.common import parse_duration
 from kapsa.cli import app
+from kapsa.cli.cluster import KUBECONFIG_HELP, fail
+from kapsa.cli.cluster import kube as kube_client
+from kapsa.cli.durations import DEFAULT_TIMEOUT, Timeout, duration, written
 from kapsa.cli.ledger_client import SERVER_HELP, LedgerQuery, read
 from kapsa.errors import KapsaError
 from kapsa.git.credentials import credentials_from_secret_data
@@ -31,14 +33,13 @@ from kapsa.k8s.client import ApiError, Kube
 from kapsa.k8s.resources import ENVIRONMENT, PROJECT, SECRET
 from kapsa.ledger import DEFAULT_URL
 
-KUBECONFIG_HELP = "Kubeconfig file; the usual ones (KUBECONFIG, ~/.kube/config) when unset."
 #: The field manager of the requests; anything but "kapsa", whose applies own other fields.
 FIELD_MANAGER = "kapsa-cli"
 REQUEST_FIELDS = ("rollbackTo", "promoteFrom", "minReady", "requestedAt")
 DEFAULT_GIT_CACHE = Path.home() / ".cache" / "kapsa" / "git"
 
 
-class _RefusedError(Exception):
+class _RefusedError(KapsaError):
     """The operator refused the request, or no answer came; the message says why."""
 
 
@@ -49,18 +50,6 @@ class _Target:
     project: str
     environment: str
     namespace: str
-
-
-def _kube(kubeconfig: str | None) -> Kube:
-    try:
-        return Kube.from_kubeconfig(kubeconfig)
-    except Exception as exc:  # the kubernetes package raises many kinds here
-        _fail("kapsa", f"cannot load a kubeconfig: {exc}")
-
-
-def _fail(command: str, message: str) -> NoReturn:
-    typer.echo(f"{command}: {message}", err=True)
-    raise typer.Exit(code=1)
 
 
 def _target(kube: Kube, *, project: str, environment: str) -> _Target:
@@ -74,7 +63,7 @@ def _target(kube: Kube, *, project: str, environment: str) -> _Target:
     return _Target(project=project, environment=environment, namespace=namespace)
 
 
-def _request(kube: Kube, target: _Target, request: dict[str, str], *, timeout: float) -> str:
+def _request(kube: Kube, target: _Target, request: dict[str, str], *, timeout: timedelta) -> str:
     """Write spec.release and wait for the operator's answer; its message when accepted."""
     path = ENVIRONMENT.path(namespace=target.namespace, name=target.environment)
     # A merge patch merges objects: the other kind of request's fields are cleared explicitly.
@@ -86,7 +75,7 @@ def _request(kube: Kube, target: _Target, request: dict[str, str], *, timeout: f
         query={"fieldManager": FIELD_MANAGER},
         content_type="application/merge-patch+json",
     )
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + timeout.total_seconds()
     said = ""
     while True:
         env = kube.get(ENVIRONMENT, target.environment, namespace=target.namespace) or {}
@@ -102,15 +91,15 @@ def _request(kube: Kube, target: _Target, request: dict[str, str], *, timeout: f
                 said = message
         if time.monotonic() >= deadline:
             raise _RefusedError(
-                f"no answer from the operator within {timeout:g}s; the request stays in "
+                f"no answer from the operator within {written(timeout)}; the request stays in "
                 f"spec.release of Environment {target.namespace}/{target.environment} and "
                 "is answered in its status.release once the operator gets to it"
             )
         time.sleep(0.5)
 
 
-def _wait_running(kube: Kube, target: _Target, *, image: str | None, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
+def _wait_running(kube: Kube, target: _Target, *, image: str | None, timeout: timedelta) -> None:
+    deadline = time.monotonic() + timeout.total_seconds()
     while time.monotonic() < deadline:
         env = kube.get(ENVIRONMENT, target.environment, namespace=target.namespace) or {}
         status = env.get("status") or {}
@@ -119,7 +108,9 @@ def _wait_running(kube: Kube, target: _Target, *, image: str | None, timeout: fl
         if status.get("phase") == "Failed" and not status.get("targetImage"):
             raise _RefusedError(f"the rollout failed: {status.get('message', '')}")
         time.sleep(0.5)
-    raise _RefusedError(f"{target.environment} did not become Running on {image} in {timeout:g}s")
+    raise _RefusedError(
+        f"{target.environment} did not become Running on {image} in {written(timeout)}"
+    )
 
 
 def _deployments(project: str, env: str, *, ledger_url: str, server: str | None) -> list[Any]:
@@ -127,20 +118,29 @@ def _deployments(project: str, env: str, *, ledger_url: str, server: str | None)
     return list(read(query, deployments=True, ledger_url=ledger_url, server=server))
 
 
-def _steps_back(spans: list[dict[str, Any]], steps: int, *, env: str) -> str:
-    """The commit `steps` ready releases before the one running now."""
-    current = spans[-1]["commit"] if spans and spans[-1]["ended"] is None else None
-    earlier: list[str] = []
-    for span in reversed(spans):
-        commit = span["commit"]
-        if span["ready"] and commit and commit != current and commit not in earlier:
-            earlier.append(commit)
-    if len(earlier) < steps:
+def release_commit(
+    spans: list[dict[str, Any]], *, release: int | None, steps: int | None, env: str
+) -> tuple[int, str]:
+    """(number, commit) of the release asked for, in the ledger's one numbering.
+
+    Releases are numbered 1, 2, 3... oldest first, as `kapsa history --deployments` shows them
+    and `kapsa diff-releases` takes them; `--steps N` means the release N before the newest.
+    """
+    if not spans:
+        raise _RefusedError(f"the ledger has no release of {env}")
+    newest = len(spans)
+    number = release if release is not None else newest - (steps or 1)
+    if not 1 <= number <= newest:
         raise _RefusedError(
-            f"only {len(earlier)} earlier release(s) ran ready in {env}; "
-            "see `kapsa history --deployments`"
+            f"{env} has releases 1 to {newest}, not {number}; "
+            "see `kapsa history PROJECT --env ENV --deployments`"
         )
-    return earlier[steps - 1]
+    if number == newest and spans[-1]["ended"] is None:
+        raise _RefusedError(f"release {number} is the one {env} runs now")
+    commit = spans[number - 1]["commit"]
+    if not commit:
+        raise _RefusedError(f"the ledger names no commit for release {number} of {env}")
+    return number, str(commit)
 
 
 def _now() -> str:
@@ -154,13 +154,22 @@ def rollback(
     to: Annotated[
         str | None, typer.Option("--to", help="The commit to return to (7+ hex digits).")
     ] = None,
+    release: Annotated[
+        int | None,
+        typer.Option(
+            "--release", min=1, help="Return to release N, as `history --deployments` numbers it."
+        ),
+    ] = None,
     steps: Annotated[
         int | None,
-        typer.Option("--steps", min=1, help="Go back N ready releases (default 1)."),
+        typer.Option("--steps", min=1, help="Return to the release N before the newest (1)."),
     ] = None,
     kubeconfig: Annotated[str | None, typer.Option(help=KUBECONFIG_HELP)] = None,
     ledger_url: Annotated[
-        str, typer.Option("--ledger", envvar="KAPSA_LEDGER_URL", help="The ledger, for --steps.")
+        str,
+        typer.Option(
+            "--ledger", envvar="KAPSA_LEDGER_URL", help="The ledger, for --release and --steps."
+        ),
     ] = DEFAULT_URL,
     server: Annotated[
         str | None, typer.Option("--server", envvar="KAPSA_SERVER", help=SERVER_HELP)
@@ -168,18 +177,19 @@ def rollback(
     wait: Annotated[
         bool, typer.Option(help="Wait until the environment runs the image again.")
     ] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 120.0,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Return ENV to a commit that ran ready there, and quarantine the commit it leaves."""
-    if to is not None and steps is not None:
-        raise typer.BadParameter("choose one of --to and --steps", param_hint="--to")
-    kube = _kube(kubeconfig)
+    if sum(choice is not None for choice in (to, release, steps)) > 1:
+        raise typer.BadParameter("choose one of --to, --release and --steps", param_hint="--to")
+    kube = kube_client(kubeconfig)
     try:
         target = _target(kube, project=project, environment=env)
         commit = to
         if commit is None:
             spans = _deployments(project, env, ledger_url=ledger_url, server=server)
-            commit = _steps_back(spans, steps or 1, env=env)
+            number, commit = release_commit(spans, release=release, steps=steps, env=env)
+            typer.echo(f"rolling {env} back to release {number} ({commit[:12]})", err=True)
         message = _request(
             kube, target, {"rollbackTo": commit.lower(), "requestedAt": _now()}, timeout=timeout
         )
@@ -188,7 +198,7 @@ def rollback(
             _wait_running(kube, target, image=_answered_image(kube, target), timeout=timeout)
             typer.echo(f"{env} is Running again.")
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa rollback", str(exc))
+        fail("kapsa rollback", str(exc))
 
 
 @app.command()
@@ -197,28 +207,30 @@ def promote(
     from_env: Annotated[str, typer.Argument(metavar="FROM", help="Where the image has run.")],
     to_env: Annotated[str, typer.Argument(metavar="TO", help="Where it should run now.")],
     min_ready: Annotated[
-        str,
-        typer.Option("--min-ready", help="How long FROM must have run it ready (e.g. 10m, 1h)."),
-    ] = "10m",
+        timedelta,
+        typer.Option(
+            "--min-ready",
+            parser=duration,
+            metavar="DURATION",
+            show_default="10m",
+            help="How long FROM must have run it ready (e.g. 30m, 1h).",
+        ),
+    ] = timedelta(minutes=10),
     kubeconfig: Annotated[str | None, typer.Option(help=KUBECONFIG_HELP)] = None,
     wait: Annotated[bool, typer.Option(help="Wait until TO runs the image.")] = False,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each answer.")] = 120.0,
+    timeout: Timeout = DEFAULT_TIMEOUT,
 ) -> None:
     """Run in TO the image FROM runs, without a rebuild, once the ledger proves it there."""
-    try:
-        parse_duration(min_ready)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--min-ready") from None
-    kube = _kube(kubeconfig)
+    kube = kube_client(kubeconfig)
     try:
         target = _target(kube, project=project, environment=to_env)
-        request = {"promoteFrom": from_env, "minReady": min_ready, "requestedAt": _now()}
+        request = {"promoteFrom": from_env, "minReady": written(min_ready), "requestedAt": _now()}
         typer.echo(_request(kube, target, request, timeout=timeout))
         if wait:
             _wait_running(kube, target, image=_answered_image(kube, target), timeout=timeout)
             typer.echo(f"{to_env} is Running the promoted image.")
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa promote", str(exc))
+        fail("kapsa promote", str(exc))
 
 
 def _answered_image(kube: Kube, target: _Target) -> str | None:
@@ -266,7 +278,7 @@ def diff_releases(
             project, env, old_commit, new_commit, kubeconfig=kubeconfig, git_cache=git_cache
         )
     except (_RefusedError, KapsaError) as exc:
-        _fail("kapsa diff-releases", str(exc))
+        fail("kapsa diff-releases", str(exc))
     typer.echo(f"release {old} ({old_commit[:12]}) -> release {new} ({new_commit[:12]})")
     console = Console(soft_wrap=False)
     for title, commits in (("added", added), ("removed (rolled back)", removed)):
@@ -286,7 +298,7 @@ def _commits(
     project: str, env: str, old: str, new: str, *, kubeconfig: str | None, git_cache: Path
 ) -> tuple[list[Commit], list[Commit]]:
     """(added, removed): old..new and new..old, read from the Project's repository."""
-    kube = _kube(kubeconfig)
+    kube = kube_client(kubeconfig)
     obj = kube.get(PROJECT, project)
     if obj is None:
         raise _RefusedError(f"there is no Project {project}")

@@ -5,7 +5,7 @@ deadline; on expiry its whole process group (git, git-remote-https, ssh) is kill
 is read as it comes, with caps on branches and bytes, so no remote can make the operator buffer
 an unbounded listing. A failed
 listing raises SourceError and returns nothing: callers must not read a failure as "every branch
-is gone" and delete previews (see the pitfalls on mass deletion).
+is gone" and delete previews (a listing outage must never delete previews).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Watch caches: list once, then watch, so reconciles read memory instead of the API server.
 
-What makes this safe for a long-running operator (see operator-pitfalls.md):
+What makes this safe for a long-running operator:
 - 410 Gone (history compacted): list again and resume from the new list's resourceVersion;
 - silent connections: bookmarks keep the resourceVersion fresh, and a client-side read timeout
   ends a watch that went quiet, after which it is re-opened;

@@ -27,7 +27,7 @@ def deployments_from(entries: Iterable[Entry]) -> list[Deployment]:
     environment becomes Running with an image other than the one running, and ends when another
     image becomes Running, when the environment starts Expiring, or when the environment is
     recreated (a new uid under the same name). A Running transition that names no image is
-    taken to run the last image a transition named.
+    taken to run the last image a transition named. Releases are numbered from 1 in that order.
     """
     done: list[Deployment] = []
     running: _Running | None = None
@@ -50,6 +50,7 @@ def deployments_from(entries: Iterable[Entry]) -> list[Deployment]:
                 done.append(running.close(at=entry.at))
             running = _Running(
                 Deployment(
+                    release=len(done) + 1,
                     commit=commit,
                     image=image,
                     started=entry.at,

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import ArgumentError
 
 from kapsa.errors import LedgerError
 
@@ -18,9 +19,23 @@ CONNECT_TIMEOUT_S = 10
 BEGIN_OPTION = "kapsa_sqlite_begin"
 
 
+def parse_url(url: str) -> URL:
+    """The URL parsed, or a LedgerError a person can act on instead of SQLAlchemy's.
+
+    The text is not repeated: an unparsable URL may still hold a password.
+    """
+    try:
+        return make_url(url)
+    except ArgumentError:
+        raise LedgerError(
+            "not a ledger URL (expected sqlite:////path/to/ledger.db or "
+            "postgresql+psycopg://user:password@host/database)"
+        ) from None
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a SQLite URL, or None for another backend or an in-memory database."""
-    parsed = make_url(url)
+    parsed = parse_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(str(parsed.database))
@@ -32,7 +47,7 @@ def make_engine(url: str) -> Engine:
     synchronous=FULL because an acknowledged transition must survive a power cut, not only a
     process crash (WAL + NORMAL only survives the latter).
     """
-    backend = make_url(url).get_backend_name()
+    backend = parse_url(url).get_backend_name()
     if backend == "sqlite":
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S})
         _make_sqlite_durable(engine)

@@ -58,8 +58,13 @@ class Deployment:
     `ended` is None while it still runs. `ready` says whether it was serving ready when the span
     ended (or now, for the current one): a Running -> Failed transition turns it False, a return
     to Running turns it True again. `entry` is the transition that put it there.
+
+    `release` numbers the spans of one environment 1, 2, 3... oldest first. It is the one
+    numbering users see (`kapsa history --deployments`) and give back (`kapsa diff-releases`,
+    `kapsa rollback --release/--steps`), so every command counts releases the same way.
     """
 
+    release: int
     commit: str | None
     image: str | None
     started: datetime
@@ -70,6 +75,7 @@ class Deployment:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, with the transition that started it nested under `entry`."""
         return {
+            "release": self.release,
             "commit": self.commit,
             "image": self.image,
             "started": iso(self.started),

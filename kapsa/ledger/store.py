@@ -163,6 +163,23 @@ class Ledger:
         running = [d for d in deployments_from(entries) if d.ended is None]
         return running[-1] if running else None
 
+    def last_move_to(self, *, project: str, environment: str, state: str) -> Entry | None:
+        """The newest transition of the environment into `state`, across its incarnations.
+
+        What previews remember by: an environment that expired at a commit is deleted and may
+        be recreated under the same name, and the ledger is the one record of its expiry that
+        no lost status write, status rewrite or restore from backup can take away.
+        """
+        query = (
+            self._select(project=project, environment=environment, since=None, until=None)
+            .where(transitions.c.to_state == state)
+            .order_by(transitions.c.at.desc(), transitions.c.id.desc())
+            .limit(1)
+        )
+        with _translated(f"read the history of {environment}"), self._engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _entry(row) if row is not None else None
+
     def why(self, *, uid: str) -> Entry | None:
         """The last transition of an object: why it is in the state it is in."""
         query = (

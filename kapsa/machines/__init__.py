@@ -14,7 +14,7 @@ from kapsa.machines.environment import (
     decide_environment,
 )
 from kapsa.machines.project import PROJECT_MACHINE, ProjectObservation, decide_project
-from kapsa.machines.render import KINDS, Kind, mermaid, transitions_of
+from kapsa.machines.render import KINDS, Kind, dot, mermaid, transitions_of
 
 __all__ = [
     "DELETED",
@@ -29,6 +29,7 @@ __all__ = [
     "UnknownStateError",
     "decide_environment",
     "decide_project",
+    "dot",
     "mermaid",
     "transitions_of",
 ]

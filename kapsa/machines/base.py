@@ -2,7 +2,7 @@
 
 A decision reads the shared `transitions.Machine` and never changes it: no model is attached, no
 callback runs, and no state is stored on the machine, so one definition per kind serves every
-object and every worker thread at once (see operator-pitfalls #5). The machine owns the graph,
+object and every worker thread at once (a model bound per object leaks). The machine owns the graph,
 the guards and their priority (the order triggers were declared in); the rules only add what
 people read: the reason, the message and the sentence in the docs.
 """

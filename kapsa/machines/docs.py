@@ -23,7 +23,9 @@ Where several moves leave the same state, the first one in the table whose condi
 Moves drawn from the `Live` box leave any of Pending, Building, Deploying, Running and Failed.
 
 This page is generated: run `python -m kapsa.machines.docs > docs/state-machines.md` after
-changing a machine. `kapsa diagram project` and `kapsa diagram environment` print the diagrams.
+changing a machine, and `python -m kapsa.cli.images` to draw the pictures in `docs/images` again
+(Graphviz, from the same machines). `kapsa diagram project` and `kapsa diagram environment`
+print the diagrams (`--format mermaid`, `dot` or `svg`).
 """
 
 
@@ -46,7 +48,8 @@ def render_document() -> str:
     for kind in KINDS:
         title = definition(kind).kind
         diagram = f"```mermaid\n{mermaid(kind)}\n```"
-        parts.append(f"## {title}\n\n{diagram}\n\n" + "\n".join(_table(kind)))
+        picture = f"![The {title} state machine](images/{kind}-states.svg)"
+        parts.append(f"## {title}\n\n{picture}\n\n{diagram}\n\n" + "\n".join(_table(kind)))
     return "\n\n".join(parts) + "\n"
 
 

@@ -60,3 +60,38 @@ def mermaid(kind: Kind) -> str:
     lines += [f"    {line}" for line in outside]
     lines += [f"    {name} --> [*]" for name, state in machine.states.items() if state.final]
     return "\n".join(lines)
+
+
+def dot(kind: Kind) -> str:
+    """The kind's machine as Graphviz DOT, from the same edges as the Mermaid diagram.
+
+    `dot -Tsvg` draws it (`kapsa diagram KIND --format svg`); docs/images keeps the drawings,
+    beside the Mermaid source in docs/state-machines.md, for viewers that render no Mermaid.
+    """
+    machine = definition(kind).machine
+    title = definition(kind).kind
+    lines = [
+        f'digraph "{title}" {{',
+        "    compound=true;",
+        '    rankdir=LR; fontname="Helvetica"; nodesep=0.4; ranksep=0.6;',
+        '    node [shape=box, style="rounded,filled", fillcolor="#eef3fb", fontname="Helvetica"];',
+        '    edge [fontname="Helvetica", fontsize=10];',
+        '    start [shape=point, width=0.15, label=""];',
+        f'    subgraph cluster_live {{ label="{LIVE_BOX}"; style="rounded,dashed";',
+    ]
+    lines += [f'        "{state}";' for state in LIVE]
+    lines.append("    }")
+    for name, state in machine.states.items():
+        if name not in LIVE:
+            shape = ", shape=doublecircle" if state.final else ""
+            lines.append(f'    "{name}" [fillcolor="#f6f6f6"{shape}];')
+    lines.append(f'    start -> "{machine.initial}";')
+    for (source, dest), triggers in edges(kind).items():
+        label = "\\n".join(triggers)
+        if source == LIVE_BOX:
+            anchor = LIVE[len(LIVE) // 2]
+            lines.append(f'    "{anchor}" -> "{dest}" [ltail=cluster_live, label="{label}"];')
+        else:
+            lines.append(f'    "{source}" -> "{dest}" [label="{label}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"

@@ -135,7 +135,7 @@ class Builds:
             if live is None:
                 try:
                     live = ctx.kube.create(JOB, manifest)
-                    metrics.count_build(outcome="started")
+                    metrics.count_build_started(preview=request.preview)
                 except ApiError as error:
                     if error.status != 409:
                         raise
@@ -169,5 +169,5 @@ class Builds:
         live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
         if live is None or not manifests.contains(live, manifest):
             live = ctx.kube.apply(KPACK_IMAGE, manifest)
-            metrics.count_build(outcome="started")
+            metrics.count_build_started(preview=request.preview)
         return self.kpack.result(live)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -61,6 +62,21 @@ class StatusDraft:
         self.conditions: list[dict[str, Any]] = list(self.old.get("conditions", []))
         self.generation: int | None = obj["metadata"].get("generation")
         self.now = now
+        self._after_write: list[Callable[[], None]] = []
+
+    def after_write(self, effect: Callable[[], None]) -> None:
+        """Run `effect` only once this status is stored (see `written`).
+
+        For what must happen once per change: a metric counted or an Event sent by a pass that
+        read a stale copy and then lost its write would otherwise happen again in the retry.
+        """
+        self._after_write.append(effect)
+
+    def written(self) -> None:
+        """The status is stored: the effects waiting for it happen now."""
+        effects, self._after_write = self._after_write, []
+        for effect in effects:
+            effect()
 
     def condition(self, type_: str, ok: bool | None, reason: str, message: str = "") -> None:
         self.conditions = set_condition(

@@ -169,7 +169,7 @@ class EnvironmentReconciler:
                 )
         if preview and not old.get("expiresAt"):
             # Set at creation; each rollout of a new commit moves it on (TTL is inactivity).
-            status["expiresAt"] = rfc3339(now + _ttl(project))
+            status["expiresAt"] = _expires(project, env, now=now)
         if host:
             status["host"] = host
             status["url"] = f"https://{host}"
@@ -255,7 +255,7 @@ class EnvironmentReconciler:
                     status.pop(key, None)
                 commit_for_row, image_for_row = status.get("commit"), status["image"]
                 if preview:
-                    status["expiresAt"] = rfc3339(now + _ttl(project))
+                    status["expiresAt"] = _expires(project, env, now=now)
             elif transition.trigger == "rollout_deadline_exceeded" and target:
                 # The row names the image that failed, not the one still serving: the ledger's
                 # evidence for the serving image (rollback, promotion) must stay intact.
@@ -277,7 +277,9 @@ class EnvironmentReconciler:
         else:
             cond("Progressing", True, "Idle", "nothing to roll out")
         if phase == "Running":
-            cond("Ready", True, "Running", f"{status.get('url')} runs {status.get('image')}")
+            # Short enough for `kubectl get`'s Message column; status.image has the digest.
+            served = (status.get("commit") or "its image")[:12]
+            cond("Ready", True, "Running", f"serves {served} at {status.get('url')}")
         elif problem is not None and not blocked:
             # The kubelet's reason and message, for the pods of the image being rolled out.
             cond("Ready", False, problem.reason, f"pod {problem.pod}: {problem.message}")
@@ -540,8 +542,15 @@ def _secret_retry(conditions: list[JSON], now: datetime) -> float:
     return min(max(waited / 4, SECRET_RETRY_MIN), SECRET_RETRY_MAX)
 
 
-def _ttl(project: JSON) -> timedelta:
-    return parse_duration((project["spec"].get("previewEnvironments") or {}).get("ttl", "168h"))
+def _expires(project: JSON, env: JSON, *, now: datetime) -> str:
+    """When a preview goes: `ttl` after its last rollout, but never later than `maxAge` after
+    its creation (Render's and Heroku's inactivity expiry, with an absolute cap)."""
+    config = project["spec"].get("previewEnvironments") or {}
+    expires = now + parse_duration(config.get("ttl", "168h"))
+    created = parse_time(env["metadata"].get("creationTimestamp"))
+    if config.get("maxAge") and created is not None:
+        expires = min(expires, created + parse_duration(config["maxAge"]))
+    return rfc3339(expires)
 
 
 def _deployment_ready(deployment: JSON | None, image: str | None) -> bool:

@@ -11,6 +11,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Hashable
 from datetime import timedelta
 from typing import Any
@@ -96,6 +97,7 @@ class Operator:
         self.elector: LeaderElector | None = None
         self.leading = threading.Event()
         metrics.track_queue_depth(self.queue.depth)
+        metrics.track_environments(self._environments_by_phase)
         self._watch(PROJECT, self._on_project)
         self._watch(ENVIRONMENT, self._on_environment)
         self._watch(DOMAIN_POOL, lambda _t, _o: self._enqueue_pools_and_envs())
@@ -187,6 +189,16 @@ class Operator:
         environment = meta.get("labels", {}).get(LABEL_ENVIRONMENT)
         if environment:
             self.queue.add(("Environment", meta["namespace"], environment))
+
+    def _environments_by_phase(self) -> Counter[tuple[str, str]]:
+        """(phase, type) -> how many Environments the cache holds: kapsa_environments."""
+        return Counter(
+            (
+                (env.get("status") or {}).get("phase", "Pending"),
+                (env.get("spec") or {}).get("type", "standard"),
+            )
+            for env in self.caches[ENVIRONMENT].items()
+        )
 
     # -- timers --------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Preview environments: one per matching branch, gone when the branch goes or the TTL passes.
 
-What must never happen (pitfalls #8 and #9 of the reference):
+What must never happen:
 - a failed listing is not evidence: nothing is deleted unless `branch_gone_after` consecutive
   successful listings lacked the branch (counted in `Sources`);
 - a branch name becomes a DNS label through `preview_slug`, never a standard environment's name;
@@ -14,6 +14,8 @@ import fnmatch
 import logging
 from typing import Any
 
+from kapsa import metrics
+from kapsa.api import Phase
 from kapsa.api.naming import preview_slug
 from kapsa.build import BuildRequest
 from kapsa.k8s import manifests
@@ -22,7 +24,7 @@ from kapsa.k8s.resources import ENVIRONMENT, KPACK_IMAGE
 from kapsa.machines import BuildState
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
-from kapsa.reconcile.context import Context
+from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.recorder import emit_event
 from kapsa.reconcile.sources import Snapshot
 
@@ -88,6 +90,12 @@ class PreviewReconciler:
                 if not self._remove(env, entry):
                     continue
                 env = None
+            if env is None and head and head != entry.get("expiredCommit"):
+                # status.previews may have lost it (a write that lost a race after the delete,
+                # a status rewrite, a restore): the ledger has not.
+                expired = self._expired_in_ledger(obj, entry)
+                if expired is not None:
+                    entry["expiredCommit"] = expired
             if entry["gone"] or (head and head == entry.get("expiredCommit")):
                 if env is None:
                     self._drop_build(
@@ -103,7 +111,7 @@ class PreviewReconciler:
                 continue
             entry["waiting"] = False
             active += 1
-            self._build(obj, entry, registry=registry, namespace=namespace, url=url)
+            self._build(obj, entry, draft, registry=registry, namespace=namespace, url=url, env=env)
             if env is None and entry.get("image"):
                 self._create_environment(obj, entry, namespace=namespace)
         if waiting:
@@ -121,6 +129,7 @@ class PreviewReconciler:
         # not grow the Project past what etcd stores.
         shown_waiting = set(sorted(waiting)[:MAX_WAITING_SHOWN])
         kept = [e for b, e in entries.items() if not e.get("waiting") or b in shown_waiting]
+        _build_condition(draft, entries.values())
         draft.status["previews"] = sorted(kept, key=lambda e: e["name"])
 
     def _wanted_branches(
@@ -187,16 +196,47 @@ class PreviewReconciler:
             branch_slug=entry["name"],
         )
 
-    def _build(self, obj: JSON, entry: JSON, *, registry: JSON, namespace: str, url: str) -> None:
+    def _expired_in_ledger(self, obj: JSON, entry: JSON) -> str | None:
+        """The commit this preview last expired at by TTL, as the ledger recorded it."""
+        last = self.ctx.ledger.last_move_to(
+            project=obj["metadata"]["name"], environment=entry["name"], state=Phase.EXPIRING
+        )
+        return last.commit if last is not None and last.reason == TTL_EXPIRED else None
+
+    def _build(
+        self,
+        obj: JSON,
+        entry: JSON,
+        draft: StatusDraft,
+        *,
+        registry: JSON,
+        namespace: str,
+        url: str,
+        env: JSON | None,
+    ) -> None:
         if not entry.get("commit"):
             return
         request = self._request(obj, entry, registry=registry, namespace=namespace, url=url)
         result = self.builds.ensure_build(obj, registry=registry, request=request, url=url)
+        before = (entry.get("buildState"), entry.get("message"))
         entry["buildState"] = str(result.state)
         if result.state == BuildState.FAILED:
             entry["message"] = result.message
+            if env is None and before != (entry["buildState"], entry["message"]):
+                # No Environment yet to carry the failure: the Project's Event says it, once
+                # per failed build (the condition below keeps saying it).
+                message = (
+                    f"the preview of {entry['branch']} has no environment: the build of "
+                    f"{str(entry['commit'])[:12]} failed: {result.message}"
+                )
+                draft.after_write(
+                    lambda: emit_event(
+                        self.ctx, obj, reason="PreviewBuildFailed", warning=True, message=message
+                    )
+                )
         else:
             entry.pop("message", None)
+        built_before = entry.get("builtCommit")
         if (
             result.state == BuildState.SUCCEEDED
             and result.commit == entry["commit"]
@@ -204,6 +244,31 @@ class PreviewReconciler:
         ):
             entry["builtCommit"] = entry["commit"]
             entry["image"] = result.image
+        self._count(entry, draft, before=before, built_before=built_before)
+
+    def _count(
+        self, entry: JSON, draft: StatusDraft, *, before: tuple[Any, Any], built_before: Any
+    ) -> None:
+        """The build's start time kept in status, and its end counted once, with its duration."""
+        state = entry["buildState"]
+        now = self.ctx.now()
+        if state == BuildState.RUNNING:
+            entry.setdefault("buildStartedAt", rfc3339(now))
+            return
+        started = parse_time(entry.pop("buildStartedAt", None))
+        ended = (
+            (state == BuildState.FAILED and before != (state, entry.get("message")))
+            or (state == BuildState.SUCCEEDED and entry.get("builtCommit") != built_before)
+            or (state == BuildState.SUCCEEDED and before[0] != state)
+        )
+        if ended:
+            outcome: metrics.BuildOutcome = (
+                "succeeded" if state == BuildState.SUCCEEDED else "failed"
+            )
+            seconds = (now - started).total_seconds() if started else None
+            draft.after_write(
+                lambda: metrics.count_build_finished(preview=True, outcome=outcome, seconds=seconds)
+            )
 
     def _drop_build(
         self, obj: JSON, *, registry: JSON, namespace: str, url: str, entry: JSON
@@ -215,7 +280,7 @@ class PreviewReconciler:
         name = self.builds.object_name(request)
         if self.ctx.caches[KPACK_IMAGE].get(name, namespace) is not None:
             self.ctx.kube.delete(KPACK_IMAGE, name, namespace=namespace)
-        for key in ("builtCommit", "image", "buildState", "message"):
+        for key in ("builtCommit", "image", "buildState", "message", "buildStartedAt"):
             entry.pop(key, None)
 
     def _create_environment(self, obj: JSON, entry: JSON, *, namespace: str) -> None:
@@ -231,3 +296,28 @@ class PreviewReconciler:
             labels={manifests.LABEL_BRANCH: entry["name"]},
         )
         self.ctx.kube.apply(ENVIRONMENT, manifest)
+
+
+def _build_condition(draft: StatusDraft, entries: Any) -> None:
+    """PreviewBuildSucceeded: False naming every preview whose head failed to build.
+
+    A preview whose first build fails has no Environment to show a condition on; this one, on
+    the Project, does, beside BuildSucceeded for the standard environments' branches.
+    """
+    failed = sorted(
+        (e for e in entries if e.get("buildState") == "Failed" and not e.get("gone")),
+        key=lambda e: e["branch"],
+    )
+    if failed:
+        draft.condition(
+            "PreviewBuildSucceeded",
+            False,
+            "BuildFailed",
+            "; ".join(f"{e['branch']}: {e.get('message') or 'the build failed'}" for e in failed),
+        )
+    elif any(c.get("type") == "PreviewBuildSucceeded" for c in draft.conditions) or any(
+        e.get("buildState") == "Succeeded" for e in entries
+    ):
+        draft.condition(
+            "PreviewBuildSucceeded", True, "BuildSucceeded", "every preview's head is built"
+        )

@@ -12,6 +12,7 @@ from typing import Any
 
 from kapsa import metrics
 from kapsa.api.common import parse_duration
+from kapsa.api.project import ANNOTATION_RECONCILE
 from kapsa.build import BuildResult
 from kapsa.errors import SourceError, UnsafeURLError
 from kapsa.git.urls import validate_url
@@ -30,10 +31,11 @@ from kapsa.machines import (
     Transition,
     decide_project,
 )
+from kapsa.metrics import BuildOutcome
 from kapsa.reconcile import tenancy
 from kapsa.reconcile.builds import Builds
 from kapsa.reconcile.conditions import StatusDraft
-from kapsa.reconcile.context import Context, rfc3339
+from kapsa.reconcile.context import Context, parse_time, rfc3339
 from kapsa.reconcile.identity import BuildIdentity
 from kapsa.reconcile.namespaces import namespace_refusal
 from kapsa.reconcile.previews import PreviewReconciler
@@ -92,15 +94,19 @@ class ProjectReconciler:
         name = obj["metadata"]["name"]
         spec = obj["spec"]
         draft = StatusDraft(obj, now=rfc3339(ctx.now()))
+        asked = _reconcile_asked(obj)
+        if asked is not None:  # acknowledged in this status write, whatever else it says
+            draft.status["lastHandledReconcileAt"] = asked
         namespace = name
         registry = self._preflight(obj, draft, namespace=namespace)
         if registry is None:
             self._write(obj, draft.finish(), None)
+            draft.written()
             return Result()
         draft.status["namespace"] = namespace
         _note_poll_floor(draft, spec, floor=ctx.settings.min_poll_interval)
         url = spec["source"]["git"]["url"]
-        snapshot = self._snapshot(obj, draft)
+        snapshot = self._snapshot(obj, draft, fresh=asked is not None)
 
         tracked = _tracked_branches(spec)
         branches, results = self._build_branches(
@@ -121,7 +127,7 @@ class ProjectReconciler:
             snapshot=snapshot,
             reserved=set(_template_names(spec)),
         )
-        # As in the design's first flow, an Environment appears once its branch has an image.
+        # An Environment appears once its branch has an image (docs/developer-guide.md).
         environments = self._ensure_environments(
             obj, namespace, ready_branches={b for b, e in branches.items() if e.get("image")}
         )
@@ -161,6 +167,7 @@ class ProjectReconciler:
             commit=head if building else status.get("latestCommit"),
             image=None if building else status.get("latestImage"),
         )
+        draft.written()
         return Result()
 
     def _preflight(self, obj: JSON, draft: StatusDraft, *, namespace: str) -> JSON | None:
@@ -211,10 +218,10 @@ class ProjectReconciler:
         self.identity.ensure(obj, namespace=namespace, registry=registry)
         return registry
 
-    def _snapshot(self, obj: JSON, draft: StatusDraft) -> Snapshot:
-        """Branch heads from the last listing, listing now if there is none yet."""
+    def _snapshot(self, obj: JSON, draft: StatusDraft, *, fresh: bool) -> Snapshot:
+        """Branch heads from the last listing, listing now if there is none yet or `fresh`."""
         snapshot = self.sources.get(obj["metadata"]["name"])
-        if snapshot is None:
+        if snapshot is None or fresh:
             snapshot, _ = self.sources.poll(self.ctx, obj)
         if snapshot.error:
             draft.condition("SourceReachable", False, snapshot.reason, snapshot.error)
@@ -479,15 +486,38 @@ _BUILD_TRIGGERS = ("build_started", "build_failed")
 
 
 def _count_build_outcome(draft: StatusDraft) -> None:
-    """A build outcome counts once: when the BuildSucceeded condition turns to it."""
+    """A build outcome counts once: when the BuildSucceeded condition turns to it.
+
+    Its duration runs from when the condition turned Unknown (BuildRunning), as status keeps it,
+    so an operator restart in the middle of a build still measures the whole build.
+    """
     new = next((c for c in draft.conditions if c["type"] == "BuildSucceeded"), None)
     old = next((c for c in draft.old.get("conditions", []) if c["type"] == "BuildSucceeded"), None)
     if new is None or (old is not None and old.get("message") == new.get("message")):
         return
-    if new["status"] == "True":
-        metrics.count_build(outcome="succeeded")
-    elif new["status"] == "False":
-        metrics.count_build(outcome="failed")
+    if new["status"] not in ("True", "False"):
+        return
+    started = (
+        parse_time(old.get("lastTransitionTime")) if old and old["status"] == "Unknown" else None
+    )
+    ended = parse_time(new.get("lastTransitionTime")) or parse_time(draft.now)
+    outcome: BuildOutcome = "succeeded" if new["status"] == "True" else "failed"
+    seconds = (ended - started).total_seconds() if started and ended else None
+    draft.after_write(
+        lambda: metrics.count_build_finished(preview=False, outcome=outcome, seconds=seconds)
+    )
+
+
+def _reconcile_asked(obj: JSON) -> str | None:
+    """The value of a `kapsa reconcile` request not acted on yet, or None.
+
+    Like Flux's reconcile.fluxcd.io/requestedAt: any new annotation value asks for one
+    reconcile with a fresh listing of the branches (no rebuild, unlike kapsa.io/rebuild),
+    and status.lastHandledReconcileAt tells the asker it happened.
+    """
+    asked = (obj["metadata"].get("annotations") or {}).get(ANNOTATION_RECONCILE)
+    handled = (obj.get("status") or {}).get("lastHandledReconcileAt")
+    return str(asked) if asked and asked != handled else None
 
 
 def _note_poll_floor(draft: StatusDraft, spec: JSON, *, floor: float) -> None:

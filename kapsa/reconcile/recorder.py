@@ -7,8 +7,10 @@ from status before doing anything else. The ledger's (uid, seq) key makes every 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from http import HTTPStatus
 from typing import Any
 
 from kapsa import metrics
@@ -93,15 +95,26 @@ def entry_from_status(
 
 
 def emit_event(ctx: Context, obj: JSON, *, reason: str, message: str, warning: bool) -> None:
-    """A Kubernetes Event, so `kubectl describe` tells the story; best effort."""
+    """A Kubernetes Event, so `kubectl describe` tells the story; best effort.
+
+    A repeat (same object, type, reason and message) counts up the Event it repeats instead of
+    adding another, as client-go's recorder does: `kubectl describe` then shows `(x4 over 10m)`
+    and a flapping environment does not bury the rest. The Event's name is derived from what
+    it says, so the count survives an operator restart and agrees between replicas.
+    """
     meta = obj["metadata"]
-    # Events of cluster-scoped objects live in `default`, as kubectl describe looks for them.
+    # The API server files Events of cluster-scoped objects (Projects, DomainPools,
+    # Registries) under `default`, as it does for Nodes; `kubectl describe` finds them there.
     namespace = meta.get("namespace") or "default"
+    type_ = "Warning" if warning else "Normal"
+    text = message[:1024]
+    key = hashlib.sha256(f"{meta['uid']}\n{type_}\n{reason}\n{text}".encode()).hexdigest()
+    name = f"{meta['name']}.{key[:16]}"
     stamp = rfc3339(ctx.now())
     event = {
         "apiVersion": "v1",
         "kind": "Event",
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace},
         "involvedObject": {
             "apiVersion": obj["apiVersion"],
             "kind": obj["kind"],
@@ -110,15 +123,25 @@ def emit_event(ctx: Context, obj: JSON, *, reason: str, message: str, warning: b
             "uid": meta["uid"],
         },
         "reason": reason,
-        "message": message[:1024],
-        "type": "Warning" if warning else "Normal",
+        "message": text,
+        "type": type_,
         "source": {"component": "kapsa"},
         "firstTimestamp": stamp,
         "lastTimestamp": stamp,
         "count": 1,
     }
     try:
-        ctx.kube.create(EVENT, event)
+        try:
+            ctx.kube.create(EVENT, event)
+            return
+        except ApiError as error:
+            if error.status != HTTPStatus.CONFLICT:
+                raise
+        seen = ctx.kube.get(EVENT, name, namespace=namespace) or {}
+        count = int(seen.get("count") or 1) + 1
+        ctx.kube.merge_patch(
+            EVENT, name, {"count": count, "lastTimestamp": stamp}, namespace=namespace
+        )
     except ApiError as error:
         log.warning("could not record event for %s: %s", _name(obj), error)
 
@@ -127,6 +150,24 @@ def _name(obj: JSON) -> str:
     meta = obj["metadata"]
     ns = meta.get("namespace")
     return f"{obj['kind']} {ns + '/' if ns else ''}{meta['name']}"
+
+
+#: The status field holding each kind's commit, shown shortened by `kubectl get`.
+_COMMIT_FIELD = {"Project": "latestCommit", "Environment": "commit"}
+#: As many hex digits as `kapsa history` prints: unambiguous in any repository one meets.
+SHORT_COMMIT = 12
+
+
+def _shorten_commit(kind: str, status: JSON) -> None:
+    """status.shortCommit follows the full commit: a printer column cannot cut a string."""
+    field = _COMMIT_FIELD.get(kind)
+    if field is None:
+        return
+    full = status.get(field)
+    if full:
+        status["shortCommit"] = str(full)[:SHORT_COMMIT]
+    else:
+        status.pop("shortCommit", None)
 
 
 def write_status(
@@ -147,6 +188,7 @@ def write_status(
     Returns the object as the server stored it, or None when nothing needed writing.
     """
     old = obj.get("status") or {}
+    _shorten_commit(obj["kind"], status)
     if transition is not None:
         seq = int((old.get("lastTransition") or {}).get("seq", 0)) + 1
         status["lastTransition"] = last_transition(

@@ -413,8 +413,8 @@ class OperatorProcess:
             "0",
             "--git-cache",
             str(self.workdir / "git-cache"),
-            "--resync-seconds",
-            "30",
+            "--resync",
+            "30s",
             *self.extra,
         ]
 

@@ -117,22 +117,40 @@ def test_optional_fields_are_plain_types_and_enums_are_listed() -> None:
     assert spec["source"]["properties"]["pollInterval"]["default"] == "5m"
 
 
-def columns(resource_cls: Any) -> list[tuple[str, str]]:
+def columns(resource_cls: Any) -> list[tuple[str, str, int]]:
     version = crd_for(resource_cls)["spec"]["versions"][0]
-    return [(col["name"], col["jsonPath"]) for col in version["additionalPrinterColumns"]]
+    return [
+        (col["name"], col["jsonPath"], col.get("priority", 0))
+        for col in version["additionalPrinterColumns"]
+    ]
+
+
+READY = '.status.conditions[?(@.type=="Ready")].status'
+MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
 
 
 def test_printer_columns_are_what_kubectl_get_promises() -> None:
+    # Short by default; the digest and the long message only with -o wide (priority 1).
     assert columns(Project) == [
-        ("Phase", ".status.phase"),
-        ("Commit", ".status.latestCommit"),
-        ("Age", ".metadata.creationTimestamp"),
+        ("Phase", ".status.phase", 0),
+        ("Ready", READY, 0),
+        ("Commit", ".status.shortCommit", 0),
+        ("Message", MESSAGE, 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Namespace", ".status.namespace", 1),
+        ("Image", ".status.latestImage", 1),
     ]
     assert columns(Environment) == [
-        ("Phase", ".status.phase"),
-        ("URL", ".status.url"),
-        ("Image", ".status.image"),
-        ("Age", ".metadata.creationTimestamp"),
+        ("Type", ".spec.type", 0),
+        ("Branch", ".spec.branch", 0),
+        ("Phase", ".status.phase", 0),
+        ("Ready", READY, 0),
+        ("Commit", ".status.shortCommit", 0),
+        ("URL", ".status.url", 0),
+        ("Expires", ".status.expiresAt", 0),
+        ("Age", ".metadata.creationTimestamp", 0),
+        ("Message", MESSAGE, 1),
+        ("Image", ".status.image", 1),
     ]
 
 

@@ -100,6 +100,7 @@ PROJECT_SPEC: dict[str, Any] = {
         "include": ["feature/*"],
         "exclude": ["feature/wip-*"],
         "ttl": "72h",
+        "maxAge": "14d",
         "maxCount": 5,
         "secretRefs": [{"name": "preview-env"}],
     },
@@ -108,6 +109,7 @@ PROJECT_STATUS: dict[str, Any] = {
     "phase": "Running",
     "message": "all environments run def456e",
     "latestCommit": "def456e",
+    "shortCommit": "def456e",
     "latestImage": "harbor.corp.com/myapp/api@sha256:" + "a" * 64,
     "namespace": "api",
     "branches": [
@@ -122,6 +124,7 @@ PROJECT_STATUS: dict[str, Any] = {
             "image": "img@sha256:2",
             "buildState": "Failed",
             "message": "npm install failed",
+            "buildStartedAt": "2026-11-27T09:58:10Z",
             "gone": False,
             "expiredCommit": "abc123d",
             "waiting": False,
@@ -134,6 +137,7 @@ PROJECT_STATUS: dict[str, Any] = {
     "observedGeneration": 1,
     "lastTransition": LAST_TRANSITION,
     "lastPollTime": "2026-11-27T10:00:00Z",
+    "lastHandledReconcileAt": "2026-11-27T10:00:00.000001Z",
 }
 RELEASE_REQUEST: dict[str, Any] = {
     "rollbackTo": "abc123d",
@@ -157,6 +161,7 @@ ENVIRONMENT_STATUS: dict[str, Any] = {
     "host": "feature-new-api.api.apps.corp.com",
     "image": "harbor.corp.com/myapp/api@sha256:" + "b" * 64,
     "commit": "abc123d",
+    "shortCommit": "abc123d",
     "targetImage": "harbor.corp.com/myapp/api@sha256:" + "c" * 64,
     "targetCommit": "xyz789a",
     "rolloutStartedAt": "2026-11-27T10:00:00Z",
@@ -347,8 +352,8 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
             'spec.source.pollInterval: Invalid value: "5 minutes"',
         ),
         (
-            lambda s: s["previewEnvironments"].update(ttl="7d"),
-            'spec.previewEnvironments.ttl: Invalid value: "7d"',
+            lambda s: s["previewEnvironments"].update(ttl="7 days"),
+            'spec.previewEnvironments.ttl: Invalid value: "7 days"',
         ),
         (
             lambda s: s["build"].update(strategy="kaniko"),
@@ -396,7 +401,7 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "environment-without-name",
         "environment-without-branch",
         "poll-interval-in-words",
-        "ttl-in-days",
+        "ttl-with-a-space",
         "unknown-build-strategy",
         "environment-name-not-a-dns-label",
         "port-zero",
@@ -429,29 +434,64 @@ def test_kubectl_explain_shows_the_model_descriptions(kubectl: Kubectl) -> None:
     assert "How often Kapsa checks the branches for new commits" in explained
 
 
-def test_kubectl_get_shows_phase_commit_and_age_and_short_names_work(
+def test_kubectl_get_shows_phase_ready_commit_and_message_and_short_names_work(
     apply: Apply, kube_api: client.ApiClient, kubectl: Kubectl
 ) -> None:
     stored = apply(Project, PROJECT_SPEC)
-    write_status(kube_api, Project, stored, {"phase": "Running", "latestCommit": "def456e"})
+    status = {
+        "phase": "Running",
+        "latestCommit": "def456e0c7a1b2c3d4e5",
+        "shortCommit": "def456e0c7a1",
+        "latestImage": "harbor.corp.com/myapp/api@sha256:" + "a" * 64,
+        "namespace": "api",
+        "conditions": CONDITIONS,
+    }
+    write_status(kube_api, Project, stored, status)
     name = stored["metadata"]["name"]
 
     header, row = kubectl("get", "projects", name).stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "COMMIT", "AGE"]
-    assert row.split()[:3] == [name, "Running", "def456e"]
+    assert header.split() == ["NAME", "PHASE", "READY", "COMMIT", "MESSAGE", "AGE"]
+    assert row.split()[:4] == [name, "Running", "True", "def456e0c7a1"]
+    assert "every environment answers" in row
+    assert "sha256" not in row
+    wide_header, wide_row = kubectl("get", "projects", name, "-o", "wide").stdout.splitlines()
+    assert wide_header.split()[-2:] == ["NAMESPACE", "IMAGE"]
+    assert wide_row.split()[-1] == status["latestImage"]
     assert kubectl("get", "kproj", name, "-o", "name").stdout.strip() == (f"project.{GROUP}/{name}")
+    # The category: one command lists every kind of Kapsa object.
+    assert f"project.{GROUP}/{name}" in kubectl("get", "kapsa", "-o", "name").stdout
 
 
-def test_kubectl_get_environments_shows_phase_url_and_image(
+def test_kubectl_get_environments_shows_type_branch_ready_commit_url_and_expiry(
     apply: Apply, kube_api: client.ApiClient, kubectl: Kubectl, namespace: str
 ) -> None:
     stored = apply(Environment, ENVIRONMENT_SPEC)
     write_status(kube_api, Environment, stored, ENVIRONMENT_STATUS)
 
     header, row = kubectl("get", "-n", namespace, "kenv").stdout.splitlines()
-    assert header.split() == ["NAME", "PHASE", "URL", "IMAGE", "AGE"]
-    assert row.split()[1:4] == [
-        "Deploying",
-        ENVIRONMENT_STATUS["url"],
-        ENVIRONMENT_STATUS["image"],
+    assert header.split() == [
+        "NAME",
+        "TYPE",
+        "BRANCH",
+        "PHASE",
+        "READY",
+        "COMMIT",
+        "URL",
+        "EXPIRES",
+        "AGE",
     ]
+    assert row.split()[1:8] == [
+        "preview",
+        "feature/new-api",
+        "Deploying",
+        "True",
+        "abc123d",
+        ENVIRONMENT_STATUS["url"],
+        ENVIRONMENT_STATUS["expiresAt"],
+    ]
+    assert "sha256" not in row
+    wide_header, wide_row = kubectl(
+        "get", "-n", namespace, "kenv", "-o", "wide"
+    ).stdout.splitlines()
+    assert wide_header.split()[-2:] == ["MESSAGE", "IMAGE"]
+    assert wide_row.split()[-1] == ENVIRONMENT_STATUS["image"]

@@ -96,6 +96,16 @@ def test_apply_k_equals_the_two_step_install_of_the_guide(kubectl: Kubectl) -> N
     assert sorted(built(DEPLOY)) == sorted(generated + operator)
 
 
+@pytest.mark.parametrize("how", ["-f", "-k"])
+def test_crds_folder_applies_with_f_and_with_k(kubectl: Kubectl, how: str) -> None:
+    applied = kubectl("apply", how, str(REPO / "crds"), "--dry-run=server", "-o", "name")
+
+    assert sorted(applied.stdout.split()) == [
+        f"customresourcedefinition.apiextensions.k8s.io/{plural}.kapsa.io"
+        for plural in ("domainpools", "environments", "projects", "registries")
+    ]
+
+
 def test_the_manifest_grants_exactly_the_documented_permissions() -> None:
     assert granted_permissions(load_all(OPERATOR_MANIFEST)) == set(DOCUMENTED)
 

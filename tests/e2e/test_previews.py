@@ -5,9 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
 from kapsa.controlplane import ControlPlane
+from kapsa.errors import ConflictError
+from kapsa.k8s.client import Kube
+from kapsa.k8s.resources import PROJECT
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
+from kapsa.sandbox.simulators import CommitMessageFailPolicy
 from tests.e2e.harness import (
     SAMPLE_APP,
     OperatorProcess,
@@ -270,3 +277,145 @@ def _polls(log: Path) -> int:
 
 def _seconds(stamp: str) -> float:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _forget_expiry(control_plane: ControlPlane, name: str) -> None:
+    """Take expiredCommit out of the Project's status, as a lost write, a status rewrite or a
+    restore from a backup taken before the expiry would."""
+    kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
+    for _ in range(20):
+        project = kube.get(PROJECT, name) or {}
+        status = project.get("status") or {}
+        for entry in status.get("previews", []):
+            entry.pop("expiredCommit", None)
+        try:
+            kube.replace_status(PROJECT, {**project, "status": status})
+            return
+        except ConflictError:
+            continue  # the operator wrote in between: read again
+    raise AssertionError("could not rewrite the Project's status")
+
+
+def test_an_expired_preview_stays_gone_when_status_forgets_the_expiry(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    # The shape users reported: one slot, two matching branches, a short TTL.
+    name = "forgotten"
+    git_server.create_repo(name, files=APP)
+    git_server.create_branch(name, "feature/a")
+    _apply(control_plane, git_server, name, include=["feature/a"], ttl="6s", maxCount=1)
+    first = _running_preview(control_plane, name, "feature/a", operator)
+    wait_until(
+        lambda: not _preview_envs(control_plane, name),
+        timeout=60,
+        message=lambda: "preview expired\n" + operator.tail(),
+    )
+    git_server.create_branch(name, "feature/b")
+    _apply(control_plane, git_server, name, include=["feature/*"], ttl="6s", maxCount=1)
+
+    _forget_expiry(control_plane, name)
+
+    # Polls go on every second; the ledger, not status, tells that feature/a expired at its head.
+    polls = _polls(operator.log)
+    wait_until(lambda: _polls(operator.log) >= polls + 4, timeout=30, message="four more polls")
+    assert "feature/a" not in _preview_envs(control_plane, name)
+    entry = _previews(control_plane, name)["feature/a"]
+    assert entry["expiredCommit"] == first["status"]["commit"]
+    incarnations = {
+        e.uid
+        for e in history(operator_ledger, name)
+        if e.kind == "Environment" and e.name == "feature-a"
+    }
+    assert len(incarnations) == 1, "feature/a's preview was created again"
+
+
+def test_a_preview_whose_first_build_fails_says_so_on_the_project(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    build_policy: CommitMessageFailPolicy,
+) -> None:
+    name = "firstfail"
+    git_server.create_repo(name, files=APP)
+    git_server.create_branch(name, "feature/broken")
+    broken = git_server.commit(
+        name,
+        branch="feature/broken",
+        files={"app.py": "syntax error(\n"},
+        message=f"{build_policy.MARKER} npm install failed: exit status 1",
+    )
+    _apply(control_plane, git_server, name, include=["feature/*"], ttl="1h")
+
+    failed = wait_until(
+        lambda: (
+            (c := condition(get(control_plane, "project", name), "PreviewBuildSucceeded"))
+            and c["status"] == "False"
+            and c
+        ),
+        timeout=60,
+        message=lambda: "PreviewBuildSucceeded=False\n" + operator.tail(),
+    )
+    assert failed["reason"] == "BuildFailed"
+    assert "feature/broken: " in failed["message"] and "npm install failed" in failed["message"]
+    assert not _preview_envs(control_plane, name)
+    project = get(control_plane, "project", name)
+    events = get(
+        control_plane,
+        "events",
+        "-n",
+        "default",
+        "--field-selector",
+        f"involvedObject.uid={project['metadata']['uid']},reason=PreviewBuildFailed",
+    )["items"]
+    assert len(events) == 1
+    assert f"build of {broken[:12]} failed" in events[0]["message"]
+    assert events[0]["type"] == "Warning"
+
+    fixed = git_server.commit(name, branch="feature/broken", files={"app.py": "print(1)\n"})
+    preview = _running_preview(control_plane, name, "feature/broken", operator)
+    assert preview["status"]["commit"] == fixed
+    assert condition(get(control_plane, "project", name), "PreviewBuildSucceeded")["status"] == (
+        "True"
+    )
+    # The metrics count previews' ends as well as their starts: one failure, one success.
+    scraped = _metrics(operator)
+    finished = "kapsa_builds_finished_total"
+    assert scraped[(finished, frozenset({("type", "preview"), ("outcome", "failed")}))] == 1
+    assert scraped[(finished, frozenset({("type", "preview"), ("outcome", "succeeded")}))] == 1
+    assert scraped[("kapsa_builds_started_total", frozenset({("type", "preview")}))] >= 2
+
+
+def _metrics(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = requests.get(f"{operator.url()}/metrics", timeout=5).text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_max_age_caps_a_preview_that_ttl_would_keep(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    operator: OperatorProcess,
+    operator_ledger: str,
+) -> None:
+    name = "capped"
+    git_server.create_repo(name, files=APP)
+    git_server.create_branch(name, "feature/busy")
+    # An hour of inactivity would keep it; six seconds from its creation end it.
+    _apply(control_plane, git_server, name, include=["feature/*"], ttl="1h", maxAge="6s")
+    preview = _running_preview(control_plane, name, "feature/busy", operator)
+    created = _seconds(preview["metadata"]["creationTimestamp"])
+    assert _seconds(preview["status"]["expiresAt"]) == created + 6
+
+    wait_until(
+        lambda: not _preview_envs(control_plane, name),
+        timeout=60,
+        message=lambda: "preview removed at its maxAge\n" + operator.tail(),
+    )
+    rows = moves(history(operator_ledger, name), kind="Environment", name="feature-busy")
+    assert ("Running", "Expiring", "ttl_expired") in rows

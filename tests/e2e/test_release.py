@@ -264,12 +264,22 @@ def test_rollback_returns_to_a_ready_release_and_quarantines_the_commit_it_leave
     assert "removed (rolled back)" in backwards.stdout
     assert "Make v2" in backwards.stdout and "Make v3" not in backwards.stdout
 
-    # --steps reads the ledger: one ready release back from third is first (second is
-    # quarantined history, but it did run ready, so two steps back is second).
+    # One numbering: the releases `history --deployments` shows are the ones `--steps` counts.
+    listed = _kapsa_plain(
+        "history", name, "--env", "dev", "--deployments", "--ledger", operator_ledger, "-o", "json"
+    )
+    assert [(d["release"], d["commit"]) for d in json.loads(listed.stdout)] == [
+        (1, first),
+        (2, second),
+        (3, first),
+        (4, third),
+    ]
+    # Two steps back from release 4 is release 2: second, quarantined history that ran ready.
     steps = _kapsa(
         control_plane, "rollback", name, "dev", "--steps", "2", "--ledger", operator_ledger
     )
     assert steps.returncode == 0, steps.stderr
+    assert f"back to release 2 ({second[:12]})" in steps.stderr
     back_on_b = _running_on(control_plane, operator, name, "dev", second)
     assert back_on_b["image"] == image_b
     assert {q["commit"] for q in back_on_b["quarantinedCommits"]} == {third}

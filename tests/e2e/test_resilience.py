@@ -209,7 +209,7 @@ def test_a_resync_in_which_nothing_changed_writes_nothing(
         control_plane=control_plane,
         ledger_url=operator_ledger,
         workdir=tmp_path,
-        extra=["--no-leader-elect", "--resync-seconds", "1"],
+        extra=["--no-leader-elect", "--resync", "1s"],
     ).start()
     try:
         _apply(control_plane, git_server, name)

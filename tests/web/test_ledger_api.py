@@ -105,10 +105,9 @@ def test_at_tells_what_ran_then(api: WebServer) -> None:
     [
         ("history/web", {"since": "yesterday"}, "since: not a time: 'yesterday'"),
         ("history/web", {"limit": "0"}, "limit: not a positive whole number"),
-        # These overflowed datetime arithmetic and answered 500 with a traceback in the log.
-        ("history/web", {"since": "99999999999999d"}, "since: not a time"),
+        # This overflowed datetime arithmetic and answered 500 with a traceback in the log
+        # (spans longer than ten years are read as ten years: kapsa.api.common.parse_duration).
         ("history/web", {"until": "0001-01-01T00:00:00+14:00"}, "until: not a time"),
-        ("at/web/web-prod", {"time": "9" * 400 + "s"}, "time: not a time"),
         ("at/web/web-prod", {}, "give ?time="),
         ("history/Web_App", {}, "not a Kubernetes object name"),
     ],
@@ -155,15 +154,16 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=" ".join)
-@pytest.mark.parametrize("output", ["json", "table"])
+@pytest.mark.parametrize("output", ["json", "yaml", "table", "tsv"])
 def test_history_over_http_prints_what_the_ledger_file_prints(
     api: WebServer, ledger_file: str, query: tuple[str, ...], output: str
 ) -> None:
     local = kapsa("history", *query, "--ledger", ledger_file, "-o", output)
     remote = kapsa("history", *query, "--server", api.internal_url, "-o", output)
 
-    assert local.exit_code == 0, local.output
-    assert remote.exit_code == 0, remote.output
+    # `nobody` has no history: both ways say so and exit 1.
+    assert local.exit_code == (1 if query == ("nobody",) else 0), local.output
+    assert remote.exit_code == local.exit_code, remote.output
     assert remote.output == local.output
 
 

@@ -21,7 +21,10 @@ FAMILIES = {
     "kapsa_transitions": "counter",
     "kapsa_polls": "counter",
     "kapsa_poll_duration_seconds": "histogram",
-    "kapsa_builds": "counter",
+    "kapsa_builds_started": "counter",
+    "kapsa_builds_finished": "counter",
+    "kapsa_build_duration_seconds": "histogram",
+    "kapsa_environments": "gauge",
     "kapsa_queue_depth": "gauge",
     "kapsa_webhooks": "counter",
 }
@@ -117,19 +120,52 @@ def test_the_reconcile_helpers_count_what_the_operator_reports(server: WebServer
     moved = sample(
         "kapsa_transitions_total", kind="Environment", to="Running", **{"from": "Deploying"}
     )
-    built = sample("kapsa_builds_total", outcome="failed")
     before = scrape(server)
 
     metrics.observe_reconcile(kind="Environment", result="error", seconds=0.2)
     metrics.count_transition(kind="Environment", source="Deploying", dest="Running")
-    metrics.count_build(outcome="failed")
     after = scrape(server)
 
     assert after[total] == before[total] + 1
     assert after[errors] == before[errors] + 1
     assert after[timed] == before[timed] + 1
     assert after[moved] == before.get(moved, 0.0) + 1
-    assert after[built] == before[built] + 1
+
+
+def test_builds_count_starts_and_ends_apart_and_time_the_ends(server: WebServer) -> None:
+    started = sample("kapsa_builds_started_total", type="preview")
+    failed = sample("kapsa_builds_finished_total", type="preview", outcome="failed")
+    succeeded = sample("kapsa_builds_finished_total", type="standard", outcome="succeeded")
+    timed = sample("kapsa_build_duration_seconds_count", type="preview", outcome="failed")
+    bucket = "kapsa_build_duration_seconds_bucket"
+    slow = sample(bucket, type="preview", outcome="failed", le="60.0")
+    before = scrape(server)
+
+    metrics.count_build_started(preview=True)
+    metrics.count_build_finished(preview=True, outcome="failed", seconds=90.0)
+    metrics.count_build_finished(preview=False, outcome="succeeded", seconds=None)
+    after = scrape(server)
+
+    assert after[started] == before[started] + 1
+    assert after[failed] == before[failed] + 1
+    assert after[succeeded] == before[succeeded] + 1
+    assert after[timed] == before[timed] + 1  # the untimed end is counted, not timed
+    assert after[slow] == before[slow]  # 90 s is above the 60 s bucket
+
+
+def test_environments_are_counted_by_phase_and_type_at_scrape_time(server: WebServer) -> None:
+    counts = {("Running", "preview"): 3, ("Failed", "standard"): 1}
+    metrics.track_environments(lambda: counts)
+    try:
+        scraped = scrape(server)
+        assert scraped[sample("kapsa_environments", phase="Running", type="preview")] == 3
+        assert scraped[sample("kapsa_environments", phase="Failed", type="standard")] == 1
+        assert scraped[sample("kapsa_environments", phase="Expiring", type="preview")] == 0
+        counts[("Running", "preview")] = 2
+        again = scrape(server)
+        assert again[sample("kapsa_environments", phase="Running", type="preview")] == 2
+    finally:
+        metrics.track_environments(dict)
 
 
 def test_a_poll_that_raises_counts_as_an_error(server: WebServer) -> None:
