@@ -10,7 +10,7 @@ import yaml
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from tests.e2e.harness import OperatorProcess, condition, get
+from tests.e2e.harness import SAMPLE_APP, OperatorProcess, condition, get
 from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +36,7 @@ def test_the_quickstart_creates_what_the_example_project_needs_and_it_runs(
     project = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
     name = project["metadata"]["name"]
     repository = "quickstart-api"  # other tests run a Project `api` of their own repository
-    git_server.create_repo(repository, files={"app.py": "print('hello')\n"})
+    git_server.create_repo(repository, files=SAMPLE_APP)
     # The edit the quickstart asks for: the repository's URL; this one needs no credentials.
     project["spec"]["source"]["git"] = {"url": git_server.url_for(repository)}
     project["spec"]["source"]["pollInterval"] = "1s"

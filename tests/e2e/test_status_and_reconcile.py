@@ -10,10 +10,10 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.stack import KAPSA
-from tests.e2e.harness import OperatorProcess, get, phase_of, project_yaml
+from tests.e2e.harness import SAMPLE_APP, OperatorProcess, get, phase_of, project_yaml
 from tests.waiting import wait_until
 
-APP = {"app.py": "print('hello')\n", "requirements.txt": "flask\n"}
+APP = SAMPLE_APP
 
 
 def _kapsa(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
