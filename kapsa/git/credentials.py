@@ -4,7 +4,9 @@ Every git process Kapsa runs gets an environment built here: no system or user c
 (a developer's `~/.gitconfig` or the image's `/etc/gitconfig` must not change what the operator
 does), no terminal prompts (a missing password fails instead of hanging), only protocol v2, and
 the `ext::`/`fd::` transports switched off whatever URL reaches git, no http redirects, and ssh
-trusting only the host keys pinned in `known_hosts`. Passwords go through a
+trusting only the host keys pinned in `known_hosts`. When the URL's check pinned an address
+(kapsa.git.urls.Pin), curl and ssh connect to that address and never resolve the name again.
+Passwords go through a
 GIT_ASKPASS script reading them from the environment, which only the operator's own user can
 read (argv is visible to everyone through /proc); SSH keys go to a 0600 file in a private
 temporary directory that is removed when the command ends.
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kapsa.errors import InvalidSpecError
+from kapsa.git.urls import Pin
 
 #: Keys of the Secret types Kubernetes defines for these shapes (kubernetes.io/basic-auth and
 #: kubernetes.io/ssh-auth), plus the `known_hosts` key Flux and Argo CD users already write.
@@ -109,7 +112,23 @@ def _write_private(path: Path, content: str, *, mode: int = stat.S_IRUSR | stat.
         handle.write(content)
 
 
-def _ssh_command(home: Path, credentials: GitCredentials | None) -> str:
+def _pinned_config(pin: Pin | None) -> dict[str, str]:
+    if pin is None or pin.ssh:
+        return {}
+    address = f"[{pin.address}]" if ":" in pin.address else pin.address
+    return {"http.curloptResolve": f"{pin.host}:{pin.port}:{address}"}
+
+
+def _pinned_ssh_options(pin: Pin | None) -> list[str]:
+    if pin is None or not pin.ssh:
+        return []
+    # The host key is still looked up under the name the user wrote (and its port, as
+    # known_hosts spells a non-standard one), not under the address.
+    alias = pin.host if pin.port == 22 else f"[{pin.host}]:{pin.port}"
+    return ["-o", f"HostName={pin.address}", "-o", f"HostKeyAlias={alias}"]
+
+
+def _ssh_command(home: Path, credentials: GitCredentials | None, pin: Pin | None) -> str:
     known_hosts = home / "known_hosts"
     options = [
         "-F",
@@ -122,6 +141,7 @@ def _ssh_command(home: Path, credentials: GitCredentials | None) -> str:
         "GlobalKnownHostsFile=/dev/null",
         "-o",
         "StrictHostKeyChecking=yes",
+        *_pinned_ssh_options(pin),
     ]
     pinned = (credentials.known_hosts or "") if credentials is not None else ""
     _write_private(known_hosts, pinned.rstrip("\n") + "\n" if pinned else "")
@@ -134,7 +154,9 @@ def _ssh_command(home: Path, credentials: GitCredentials | None) -> str:
 
 
 @contextmanager
-def git_environment(credentials: GitCredentials | None) -> Iterator[dict[str, str]]:
+def git_environment(
+    credentials: GitCredentials | None, *, pin: Pin | None = None
+) -> Iterator[dict[str, str]]:
     """A complete environment for one git command; credential files vanish on exit."""
     with tempfile.TemporaryDirectory(prefix="kapsa-git-") as tmp:
         home = Path(tmp)
@@ -145,10 +167,11 @@ def git_environment(credentials: GitCredentials | None) -> Iterator[dict[str, st
             "GIT_CONFIG_NOSYSTEM": "1",
             "GIT_CONFIG_GLOBAL": os.devnull,
             "GIT_TERMINAL_PROMPT": "0",
-            "GIT_SSH_COMMAND": _ssh_command(home, credentials),
-            "GIT_CONFIG_COUNT": str(len(_CONFIG)),
+            "GIT_SSH_COMMAND": _ssh_command(home, credentials, pin),
         }
-        for index, (key, value) in enumerate(_CONFIG.items()):
+        config = {**_CONFIG, **_pinned_config(pin)}
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for index, (key, value) in enumerate(config.items()):
             env[f"GIT_CONFIG_KEY_{index}"] = key
             env[f"GIT_CONFIG_VALUE_{index}"] = value
         if credentials is not None and credentials.password is not None:

@@ -25,14 +25,13 @@ from kapsa.git.credentials import (
     git_environment,
     scrub,
 )
-from kapsa.git.urls import CheckedURL
+from kapsa.git.urls import CheckedURL, pin_of
 
 __all__ = [
     "GitCredentials",
     "credentials_from_secret_data",
     "head_of",
     "list_branches",
-    "run_git",
 ]
 
 HEADS = "refs/heads/"
@@ -41,34 +40,6 @@ MAX_REFS = 10_000
 #: And more bytes than this (a ref line is about 60 bytes plus the branch name).
 MAX_LISTING_BYTES = 4 * 1024 * 1024
 _OBJECT_ID_RE = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
-
-
-def run_git(
-    args: list[str], *, credentials: GitCredentials | None, timeout: float, what: str
-) -> str:
-    """stdout of `git <args>`; SourceError with git's scrubbed stderr on any failure."""
-    with git_environment(credentials) as env:
-        process = subprocess.Popen(
-            ["git", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-        try:
-            out, err = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.communicate()
-            raise SourceError(
-                scrub(f"{what}: no answer within {timeout:g}s", credentials)
-            ) from None
-    if process.returncode != 0:
-        stderr = err.decode("utf-8", "replace").strip() or f"exit code {process.returncode}"
-        raise SourceError(scrub(f"{what}: {stderr}", credentials))
-    # Ref names are bytes to git; surrogateescape keeps odd ones distinct instead of mangled.
-    return out.decode("utf-8", "surrogateescape")
 
 
 def _parse_head(line: str, branches: dict[str, str]) -> None:
@@ -91,7 +62,7 @@ def _ls_remote(
     what = f"listing branches of {url}"
     late = SourceError(scrub(f"{what}: no answer within {timeout:g}s", credentials))
     deadline = time.monotonic() + timeout
-    with git_environment(credentials) as env, tempfile.TemporaryFile() as err:
+    with git_environment(credentials, pin=pin_of(url)) as env, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
             ["git", "ls-remote", "--heads", "--", url, *patterns],
             stdin=subprocess.DEVNULL,

@@ -22,7 +22,7 @@ import git
 
 from kapsa.errors import InvalidSpecError, SourceError
 from kapsa.git.credentials import GitCredentials, git_environment, scrub
-from kapsa.git.urls import CheckedURL
+from kapsa.git.urls import CheckedURL, pin_of
 
 Strategy = Literal["dockerfile", "buildpacks"]
 
@@ -127,7 +127,10 @@ def detect_strategy(
     path = _check_dockerfile_path(dockerfile)
     if not _COMMIT_RE.fullmatch(commit):
         raise ValueError(f"not a full commit id: {commit!r}")
-    with git_environment(credentials) as env, _cached_repo(cache_dir, url, env=env) as repo:
+    with (
+        git_environment(credentials, pin=pin_of(url)) as env,
+        _cached_repo(cache_dir, url, env=env) as repo,
+    ):
         _ensure_commit(repo, commit, branch=branch, credentials=credentials, timeout=timeout)
         # ls-tree reads the tree entry only; the blob was never fetched and need not be.
         entry = repo.git.ls_tree(commit, "--", path)

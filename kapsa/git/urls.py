@@ -11,9 +11,11 @@ private hosts (a self-hosted Gitea in the cluster, a test server).
 Every parse error is a refusal with a reason (never a ValueError escaping to the reconciler),
 and IPv6 addresses that embed an IPv4 one (NAT64, 6to4, Teredo, IPv4-compatible or -mapped) are
 judged by the IPv4 address they reach. The address check is made when the URL is validated, and
-the operator validates again before every git call (see kapsa.reconcile.sources.checked_url);
-git itself never follows an http redirect (kapsa.git.credentials), so an allowed host cannot
-send it elsewhere.
+the operator validates again before every git call (see kapsa.reconcile.sources.checked_url).
+The address found public is the one git connects to (`CheckedURL.pin`, handed to curl and ssh
+by kapsa.git.credentials): a name that resolves to a public address for the check and to the
+cluster's API a moment later for git (DNS rebinding) gets git nowhere. git itself never follows
+an http redirect, so an allowed host cannot send it elsewhere either.
 """
 
 from __future__ import annotations
@@ -22,12 +24,15 @@ import ipaddress
 import re
 import socket
 import unicodedata
+from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit
 
 from kapsa.errors import SourceError, UnsafeURLError
 
 SECURE_SCHEMES = frozenset({"https", "ssh", "git+ssh", "ssh+git"})
 INSECURE_SCHEMES = frozenset({"git", "file", "http"})
+#: The port git reaches when the URL names none, by scheme; git:// is not pinned (see `Pin`).
+DEFAULT_PORTS = {"https": 443, "http": 80, "ssh": 22, "git+ssh": 22, "ssh+git": 22}
 #: Names that only mean something inside a cluster or on the machine itself.
 INTERNAL_SUFFIXES = (".svc", ".cluster.local", ".localhost", ".internal", ".local")
 
@@ -144,6 +149,14 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
     return found
 
 
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
 def _is_public(address: str) -> bool:
     """Global and unicast, and so is every IPv4 address it embeds (NAT64 `64:ff9b::7f00:1`
     reaches 127.0.0.1 as surely as `::ffff:127.0.0.1` does)."""
@@ -155,7 +168,8 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-def _check_public(url: str, host: str, port: int | None) -> None:
+def _check_public(url: str, host: str, port: int | None) -> str:
+    """The first address `host` resolves to, after every one of them was found public."""
     name = host.lower().rstrip(".")
     if "." not in name and ":" not in name:
         # Inside a pod a single label resolves through the namespace's search domains.
@@ -166,18 +180,50 @@ def _check_public(url: str, host: str, port: int | None) -> None:
         infos = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise SourceError(f"cannot resolve the host of {_redact(url)!r}: {exc}") from exc
-    for info in infos:
-        address = str(info[4][0])
+    addresses = [str(info[4][0]) for info in infos]
+    for address in addresses:
         if not _is_public(address):
             raise _refuse(url, f"{host!r} resolves to the non-public address {address}")
+    if not addresses:
+        raise SourceError(f"cannot resolve the host of {_redact(url)!r}: no address")
+    return addresses[0]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Pin:
+    """The address a checked host is reached at, for the one git call the check was made for.
+
+    Only https, http and ssh are pinned: curl and ssh take an address for a name (CURLOPT_RESOLVE,
+    ssh's HostName), git's own git:// transport does not. git:// is an insecure scheme the admin
+    has to allow, and its host is still checked before every call.
+    """
+
+    host: str
+    port: int
+    address: str
+    ssh: bool
 
 
 class CheckedURL(str):
     """A URL that passed validate_url just now. The git functions take only this type, so
     mypy shows every git call going through the check; the operator makes one per call rather
-    than keeping them, because the host's addresses may change in between."""
+    than keeping them, because the host's addresses may change in between.
 
-    __slots__ = ()
+    `pin` is the address the check found public (None when private hosts are allowed, so no
+    address was refused, or for a scheme that cannot be pinned).
+    """
+
+    pin: Pin | None
+
+    def __new__(cls, url: str, *, pin: Pin | None = None) -> CheckedURL:
+        checked = super().__new__(cls, url)
+        checked.pin = pin
+        return checked
+
+
+def pin_of(url: str) -> Pin | None:
+    """The address `url`'s check pinned; None for text that never went through validate_url."""
+    return url.pin if isinstance(url, CheckedURL) else None
 
 
 def validate_url(
@@ -189,9 +235,20 @@ def validate_url(
     outage must not turn a good Project into an invalid one.
     """
     host, port = _parse(url, allow_insecure=allow_insecure)
-    if host is not None and not allow_private_hosts:
-        _check_public(url, host, port)
-    return CheckedURL(url)
+    if host is None or allow_private_hosts:
+        return CheckedURL(url)
+    address = _check_public(url, host, port)
+    match = _SCHEME_RE.match(url)
+    scheme = match.group(1).lower() if match else "ssh"  # `user@host:path` is ssh
+    if scheme not in DEFAULT_PORTS or _is_address(host):
+        return CheckedURL(url)  # an address literal resolves to nothing else
+    pin = Pin(
+        host=host,
+        port=port or DEFAULT_PORTS[scheme],
+        address=address,
+        ssh=scheme not in ("https", "http"),
+    )
+    return CheckedURL(url, pin=pin)
 
 
 def is_ssh(url: str) -> bool:
