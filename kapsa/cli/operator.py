@@ -61,6 +61,13 @@ def operator(
     git_cache: Annotated[Path, typer.Option(help="Where bare repositories are cached.")] = Path(
         "/var/cache/kapsa/git"
     ),
+    confine_git: Annotated[
+        bool,
+        typer.Option(
+            help="Run git in Landlock-confined threads that cannot open the API token or any "
+            "file outside the system, /tmp and the git cache."
+        ),
+    ] = True,
     branch_gone_after: Annotated[
         int, typer.Option(min=1, help="Successful listings without a branch before it is gone.")
     ] = 2,
@@ -130,6 +137,7 @@ def operator(
         allow_insecure_sources=allow_insecure_sources,
         allow_private_hosts=allow_private_hosts,
         git_cache=git_cache,
+        confine_git=confine_git,
         resync_seconds=resync.total_seconds(),
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,

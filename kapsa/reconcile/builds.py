@@ -56,7 +56,8 @@ class Builds:
             return str(wanted)
         key = (url, commit)
         if key not in self._strategies:
-            self._strategies[key] = detect_strategy(
+            self._strategies[key] = self.ctx.git(
+                detect_strategy,
                 checked_url(self.ctx, url),
                 commit,
                 dockerfile=project["spec"]["build"].get("dockerfile", "Dockerfile"),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from kapsa.git.confine import GitRunner
 from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.resources import SECRET, ResourceType
@@ -36,6 +37,8 @@ class Settings:
     allow_private_hosts: bool = False
     git_cache: Path = Path("/var/cache/kapsa/git")
     git_timeout: float = 30.0
+    confine_git: bool = True
+    """git runs in Landlock-confined threads (kapsa.git.confine), away from the API token."""
     resync_seconds: float = 600.0
     branch_gone_after: int = 2
     """Consecutive successful listings without a branch before its preview counts as gone."""
@@ -75,6 +78,8 @@ class Context:
     enqueue: Callable[[Hashable], None]
     enqueue_after: Callable[[Hashable, float], None]
     now: Callable[[], datetime] = utcnow
+    git: GitRunner = field(default_factory=GitRunner)
+    """Every call that starts git goes through here: `ctx.git(list_branches, url, ...)`."""
 
     def secret(self, name: str, namespace: str | None) -> JSON | None:
         """A Secret Kapsa reads: from the watch cache of its own namespace, else one GET.

@@ -19,6 +19,7 @@ from typing import Any
 from kapsa import metrics
 from kapsa.api.common import parse_duration
 from kapsa.errors import KapsaError
+from kapsa.git.confine import Confinement, GitRunner
 from kapsa.k8s.client import JSON, Kube
 from kapsa.k8s.informer import Informer
 from kapsa.k8s.lease import LeaderElector
@@ -78,6 +79,9 @@ class Operator:
             settings=settings,
             enqueue=self.queue.add,
             enqueue_after=self.queue.add_after,
+            git=GitRunner(Confinement.for_git(cache=settings.git_cache))
+            if settings.confine_git
+            else GitRunner(),
         )
         self.sources = Sources()
         catch_up = LedgerCatchUp()
@@ -247,6 +251,7 @@ class Operator:
     # -- running -------------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.ctx.git.start()
         for informer in self.caches.informers.values():
             informer.start()
         for informer in self.caches.informers.values():
@@ -283,6 +288,7 @@ class Operator:
         self._stop.set()
         self.queue.close()
         self.scheduler.shutdown()
+        self.ctx.git.shutdown()
         for informer in self.caches.informers.values():
             informer.stop()
         if self.elector is not None:

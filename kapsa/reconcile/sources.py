@@ -80,8 +80,8 @@ class Sources:
                     log.info("listing %s skipped: its host has no free poll slot", name)
                     with self._lock:
                         return self._snapshots.setdefault(name, Snapshot()), False
-                heads = list_branches(
-                    url, credentials=credentials, timeout=ctx.settings.git_timeout
+                heads = ctx.git(
+                    list_branches, url, credentials=credentials, timeout=ctx.settings.git_timeout
                 )
         except KapsaError as error:
             with self._lock:

@@ -429,6 +429,15 @@ def test_a_repository_with_a_million_refs_is_refused_and_other_projects_keep_pol
     _report(3, "10,001 branches", refused_as="ListingTooLarge")
 
 
+def test_the_operators_git_runs_where_it_cannot_open_the_token(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    """Attack 9's last part: the operator as started confines every git it runs
+    (tests/git/test_confine.py shows what a confined git can and cannot open)."""
+    _running(control_plane, git_server, operator, "confined")
+    assert "git runs in Landlock-confined threads" in operator.log.read_text(errors="replace")
+
+
 def test_an_ssh_repository_without_pinned_host_keys_is_never_connected_to(
     control_plane: ControlPlane, operator: OperatorProcess
 ) -> None:
