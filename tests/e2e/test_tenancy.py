@@ -71,11 +71,10 @@ def operator_flags() -> list[str]:
     return [a for a in args if a.startswith(("--namespace-quota", "--container-"))]
 
 
-def _report(attack: int, what: str, *, refused_as: str, rows: int = 0, secrets: int = 0) -> None:
-    """One line per attack tried, after its assertions passed; bench/faults.py counts them."""
-    print(
-        f"\nattack {attack} {what}: refused as {refused_as}; {rows} rows, {secrets} Secrets leaked"
-    )
+def _report(attack: int, what: str, *, refused_as: str) -> None:
+    """One line per attack tried, printed only after its test asserted that nothing leaked;
+    bench/faults.py counts them."""
+    print(f"\nattack {attack} {what}: refused as {refused_as}, nothing leaked")
 
 
 def _running(
@@ -436,6 +435,7 @@ def test_the_operators_git_runs_where_it_cannot_open_the_token(
     (tests/git/test_confine.py shows what a confined git can and cannot open)."""
     _running(control_plane, git_server, operator, "confined")
     assert "git runs in Landlock-confined threads" in operator.log.read_text(errors="replace")
+    _report(9, "git opening the operator's API token", refused_as="Landlock")
 
 
 def test_an_ssh_repository_without_pinned_host_keys_is_never_connected_to(
