@@ -389,7 +389,7 @@ def test_a_preview_whose_first_build_fails_says_so_on_the_project(
 
 
 def _metrics(operator: OperatorProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = requests.get(f"{operator.url()}/metrics", timeout=5).text
+    text = requests.get(f"{operator.internal_url()}/metrics", timeout=5).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)

@@ -8,15 +8,20 @@ again for the commit that just expired.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from kapsa.build import BuildResult
 from kapsa.k8s.resources import ENVIRONMENT, KPACK_IMAGE
+from kapsa.ledger import Ledger
 from kapsa.machines import BuildState
 from kapsa.reconcile.conditions import StatusDraft
-from kapsa.reconcile.context import Settings
+from kapsa.reconcile.context import Caches, Context, Settings
 from kapsa.reconcile.previews import PreviewReconciler
 from kapsa.reconcile.sources import Snapshot
 
@@ -47,11 +52,26 @@ class Kube:
         return manifest
 
 
-@dataclass
-class Ctx:
-    kube: Kube
-    caches: dict[Any, Store]
-    settings: Settings = field(default_factory=Settings)
+def _context(kube: Kube, ledger: Ledger, *environments: dict[str, Any]) -> Context:
+    """The reconcilers' real Context over an API that records calls and caches of fixed objects."""
+    informers = {ENVIRONMENT.plural: Store(list(environments)), KPACK_IMAGE.plural: Store()}
+    return Context(
+        kube=kube,  # type: ignore[arg-type]
+        caches=Caches(informers=informers),  # type: ignore[arg-type]
+        ledger=ledger,
+        settings=Settings(),
+        enqueue=lambda _key: None,
+        enqueue_after=lambda _key, _delay: None,
+        now=lambda: NOW,
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    """A real, empty ledger: no earlier expiry recorded, so status alone decides."""
+    opened = Ledger.open(f"sqlite:///{tmp_path / 'ledger.db'}")
+    yield opened
+    opened.close()
 
 
 class Builds:
@@ -97,9 +117,9 @@ def _expiring_preview() -> dict[str, Any]:
 
 
 def _reconcile(
-    ctx: Ctx, status: dict[str, Any], head: str
+    ctx: Context, kube: Kube, status: dict[str, Any], head: str
 ) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
-    ctx.kube.calls.clear()
+    kube.calls.clear()
     draft = StatusDraft({**PROJECT, "status": status}, now="2026-12-02T00:00:00Z")
     PreviewReconciler(ctx, builds=Builds(), environment_manifest=_manifest).reconcile(  # type: ignore[arg-type]
         {**PROJECT, "status": status},
@@ -110,31 +130,33 @@ def _reconcile(
         snapshot=Snapshot(heads={"main": OLD, "feature/short": head}, ok=True, listed_at=NOW),
         reserved={"dev"},
     )
-    return list(ctx.kube.calls), draft.status
+    return list(kube.calls), draft.status
 
 
-def test_the_expired_commit_is_stored_before_the_preview_is_deleted() -> None:
-    ctx = Ctx(kube=Kube(), caches={ENVIRONMENT: Store([_expiring_preview()]), KPACK_IMAGE: Store()})
+def test_the_expired_commit_is_stored_before_the_preview_is_deleted(ledger: Ledger) -> None:
+    kube = Kube()
+    ctx = _context(kube, ledger, _expiring_preview())
     before = {"previews": [{"name": "feature-short", "branch": "feature/short", "commit": OLD}]}
 
-    calls, written = _reconcile(ctx, before, OLD)
+    calls, written = _reconcile(ctx, kube, before, OLD)
     assert calls == []  # nothing deleted while the mark is only in this reconcile's memory
     [entry] = written["previews"]
     assert entry["expiredCommit"] == OLD
 
-    calls, after = _reconcile(ctx, written, OLD)
+    calls, after = _reconcile(ctx, kube, written, OLD)
     assert ("delete", "Environment", "feature-short") in calls
     assert after["previews"][0]["expiredCommit"] == OLD
 
 
-def test_a_reconcile_after_the_deletion_brings_back_only_a_newer_commit() -> None:
-    ctx = Ctx(kube=Kube(), caches={ENVIRONMENT: Store(), KPACK_IMAGE: Store()})
+def test_a_reconcile_after_the_deletion_brings_back_only_a_newer_commit(ledger: Ledger) -> None:
+    kube = Kube()
+    ctx = _context(kube, ledger)
     entry = {"name": "feature-short", "branch": "feature/short", "commit": OLD}
     marked = {"previews": [{**entry, "expiredCommit": OLD}]}
 
-    calls, _ = _reconcile(ctx, marked, OLD)
+    calls, _ = _reconcile(ctx, kube, marked, OLD)
     assert not [c for c in calls if c[0] == "apply"]
 
-    calls, written = _reconcile(ctx, marked, NEW)
+    calls, written = _reconcile(ctx, kube, marked, NEW)
     assert ("apply", "Environment", "feature-short") in calls
     assert "expiredCommit" not in written["previews"][0]
