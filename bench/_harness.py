@@ -38,7 +38,6 @@ from kapsa.k8s.resources import DOMAIN_POOL, REGISTRY, ResourceType
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.stack import (
-    SIMULATED_CONTROLLERS,
     Platform,
     Simulators,
     apply_platform,
@@ -231,7 +230,6 @@ class Stack:
             assets=find_or_build_assets(),
             workdir=workdir / "control-plane",
             node=node,
-            controllers_off=SIMULATED_CONTROLLERS,
         )
         self.git = GitServer(workdir / "git")
         self.registry = RegistryServer(

@@ -91,6 +91,13 @@ class BuilderRef(Model):
     )
 
 
+#: One segment of a path inside the repository: anything but `..`, a slash, a backslash or NUL
+#: (no look-ahead: the API server's patterns are RE2).
+_SEGMENT = r"([^./\\\x00][^/\\\x00]*|\.[^./\\\x00][^/\\\x00]*|\.\.[^/\\\x00]+|\.)"
+#: A relative path inside the repository, as `Dockerfile` or `docker/api`; never out of it.
+REPO_PATH_PATTERN = rf"^{_SEGMENT}(/{_SEGMENT})*/?$"
+
+
 class BuildSpec(Model):
     strategy: BuildStrategy = Field(
         default=BuildStrategy.AUTO,
@@ -111,7 +118,16 @@ class BuildSpec(Model):
         default="Dockerfile",
         min_length=1,
         max_length=TEXT_MAX,
+        pattern=REPO_PATH_PATTERN,
         description="Path of the Dockerfile in the repository.",
+    )
+    context: str = Field(
+        default=".",
+        min_length=1,
+        max_length=TEXT_MAX,
+        pattern=REPO_PATH_PATTERN,
+        description="The Dockerfile build's context: a folder of the repository, `.` for all "
+        "of it.",
     )
 
 

@@ -24,12 +24,17 @@ class BuildRequest:
     """`<server>/<repository>`, where the image is pushed."""
     service_account: str
     owner: dict[str, Any]
+    registry_secret: str
+    """The Secret (docker config) a Dockerfile build pushes and pulls with."""
     preview: bool = False
     trigger: str | None = None
     """A manual rebuild token: changing it asks for the same commit to be built again."""
     builder_kind: str = "ClusterBuilder"
     builder_name: str = "default"
     dockerfile: str = "Dockerfile"
+    context: str = "."
+    insecure_registry: bool = False
+    """The Registry answers plain HTTP (spec.insecure)."""
     git_secret: str | None = None
     """A Secret in the namespace with the repository's credentials, for private repositories."""
     labels: dict[str, str] = field(default_factory=dict)

@@ -68,6 +68,29 @@ def operator(
             "file outside the system, /tmp and the git cache."
         ),
     ] = True,
+    builder_image: Annotated[
+        str,
+        typer.Option(
+            envvar="KAPSA_BUILDER_IMAGE",
+            help="Image of Dockerfile builds (sh, git, buildah): build it from "
+            "deploy/builder/Dockerfile and give it by digest.",
+        ),
+    ] = "kapsa-builder:0.1.0",
+    build_host_network: Annotated[
+        bool,
+        typer.Option(
+            envvar="KAPSA_BUILD_HOST_NETWORK",
+            help="Build pods share the node's network: for test grounds whose git host and "
+            "registry listen on the node's loopback.",
+        ),
+    ] = False,
+    build_privileged: Annotated[
+        bool,
+        typer.Option(
+            help="Run build containers privileged, where the cluster refuses the user "
+            "namespace buildah's chroot isolation needs."
+        ),
+    ] = False,
     branch_gone_after: Annotated[
         int, typer.Option(min=1, help="Successful listings without a branch before it is gone.")
     ] = 2,
@@ -138,6 +161,9 @@ def operator(
         allow_private_hosts=allow_private_hosts,
         git_cache=git_cache,
         confine_git=confine_git,
+        builder_image=builder_image,
+        build_host_network=build_host_network,
+        build_privileged=build_privileged,
         resync_seconds=resync.total_seconds(),
         branch_gone_after=branch_gone_after,
         registry_ca_bundle=registry_ca_bundle,

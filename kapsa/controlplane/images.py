@@ -28,7 +28,7 @@ def sha256(data: bytes) -> str:
 @lru_cache(maxsize=8)
 def _gzip(tar: bytes) -> bytes:
     """Compressed once: the userland layer is the same in every image built here."""
-    return gzip.compress(tar, mtime=0)
+    return gzip.compress(tar, compresslevel=1, mtime=0)  # speed over size: local registries
 
 
 @dataclass
@@ -99,6 +99,7 @@ class Image:
         *,
         layers: list[Layer],
         entrypoint: list[str],
+        cmd: list[str] | None = None,
         user: str = "",
         workdir: str = "/",
         env: dict[str, str] | None = None,
@@ -111,13 +112,20 @@ class Image:
                 "architecture": "amd64",
                 "os": "linux",
                 "config": {
-                    "Entrypoint": entrypoint,
+                    "Entrypoint": entrypoint or None,
+                    "Cmd": cmd,
                     "User": user,
                     "WorkingDir": workdir,
                     "Env": [f"{k}={v}" for k, v in (env or {"PATH": "/bin"}).items()],
                     "Labels": labels or {},
                 },
                 "rootfs": {"type": "layers", "diff_ids": [sha256(tar) for tar in tars]},
+                # One entry per layer: builders that stack on this image (buildah --layers)
+                # match the history against the layers.
+                "history": [
+                    {"created": "1970-01-01T00:00:00Z", "created_by": f"kapsa: layer {index}"}
+                    for index in range(len(tars))
+                ],
             },
             sort_keys=True,
         ).encode()

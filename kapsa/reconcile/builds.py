@@ -12,22 +12,24 @@ import base64
 from kapsa import metrics
 from kapsa.api.naming import image_tag, slug
 from kapsa.build import BuildRequest, BuildResult, DockerfileBuilder, KpackBuilder
+from kapsa.build.dockerfile import BuildahSettings
 from kapsa.errors import KapsaError
 from kapsa.git.strategy import detect_strategy
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON, ApiError
-from kapsa.k8s.resources import JOB, KPACK_IMAGE
+from kapsa.k8s.resources import JOB, KPACK_IMAGE, POD
 from kapsa.machines import BuildState
 from kapsa.reconcile.context import Context
 from kapsa.reconcile.sources import checked_url
 from kapsa.reconcile.tenancy import git_credentials
 from kapsa.registry import RegistryCredentials
 from kapsa.registry.credentials import credentials_from_secret
-from kapsa.registry.digest import resolve_digest
 
 BUILDER_SA = "kapsa-builder"
 #: The copy of a private repository's credentials that builds read (see identity.py).
 GIT_SECRET = "kapsa-git"  # noqa: S105 (a Secret's name, not a password)
+#: The Registry's credentials in the Project's namespace, as a docker config (push and pull).
+REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
 ANNOTATION_REBUILD = "kapsa.io/rebuild"
 
 
@@ -47,7 +49,14 @@ class Builds:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.kpack = KpackBuilder()
-        self.dockerfile = DockerfileBuilder()
+        self.dockerfile = DockerfileBuilder(
+            BuildahSettings(
+                image=ctx.settings.builder_image,
+                host_network=ctx.settings.build_host_network,
+                privileged=ctx.settings.build_privileged,
+            )
+        )
+        self._finished: dict[str, BuildResult] = {}
         self._strategies: dict[tuple[str, str], str] = {}
 
     def strategy(self, *, project: JSON, url: str, commit: str) -> str:
@@ -99,11 +108,14 @@ class Builds:
             repository_ref=f"{server}/{repository}",
             service_account=BUILDER_SA,
             owner=manifests.owner_reference(obj),
+            registry_secret=REGISTRY_SECRET,
+            insecure_registry=bool(registry["spec"].get("insecure")),
             preview=preview,
             trigger=obj["metadata"].get("annotations", {}).get(ANNOTATION_REBUILD),
             builder_kind=spec["build"].get("builder", {}).get("kind", "ClusterBuilder"),
             builder_name=spec["build"].get("builder", {}).get("name", "default"),
             dockerfile=spec["build"].get("dockerfile", "Dockerfile"),
+            context=spec["build"].get("context", "."),
             git_secret=GIT_SECRET if spec["source"]["git"].get("secretRef") else None,
             labels={
                 manifests.LABEL_PROJECT: obj["metadata"]["name"],
@@ -116,9 +128,7 @@ class Builds:
         """The build object's name; kpack's, since previews always have one Image per branch."""
         return self.kpack.object_name(request)
 
-    def ensure_build(
-        self, obj: JSON, *, registry: JSON, request: BuildRequest, url: str
-    ) -> BuildResult:
+    def ensure_build(self, obj: JSON, *, request: BuildRequest, url: str) -> BuildResult:
         """Apply the build object if it is not what it should be; read its result."""
         ctx = self.ctx
         try:
@@ -143,32 +153,30 @@ class Builds:
                     live = ctx.kube.get(
                         JOB, manifest["metadata"]["name"], namespace=request.namespace
                     )
-            result = self.dockerfile.result(live)
-            if result.state == BuildState.SUCCEEDED:
-                digest = resolve_digest(
-                    server=registry["spec"]["server"],
-                    repository=obj["spec"]["build"]["repository"],
-                    reference=request.tag.rsplit(":", 1)[1],
-                    credentials=registry_credentials(ctx, registry),
-                    allow_private_hosts=ctx.settings.allow_private_hosts,
-                    insecure=bool(registry["spec"].get("insecure")),
-                    ca_bundle=ctx.settings.registry_ca_bundle,
-                )
-                if digest is None:
-                    return BuildResult(
-                        state=BuildState.FAILED,
-                        commit=request.commit,
-                        message=f"the build finished but {request.tag} is not in the registry",
-                    )
-                return BuildResult(
-                    state=BuildState.SUCCEEDED,
-                    commit=request.commit,
-                    image=f"{request.repository_ref}@{digest}",
-                )
-            return result
+            if live is None:  # deleted between the conflict and the read: next reconcile
+                return BuildResult(state=BuildState.RUNNING, commit=request.commit)
+            return self._dockerfile_result(live)
         manifest = self.kpack.manifest(request)
         live = ctx.caches[KPACK_IMAGE].get(manifest["metadata"]["name"], request.namespace)
         if live is None or not manifests.contains(live, manifest):
             live = ctx.kube.apply(KPACK_IMAGE, manifest)
             metrics.count_build_started(preview=request.preview)
         return self.kpack.result(live)
+
+    def _dockerfile_result(self, job: JSON) -> BuildResult:
+        """The Job's outcome, with the digest or the failure its pod reported.
+
+        A finished Job's pod is read once (one list by the Job's uid) and its result kept: a
+        Job never changes once Complete or Failed, and the Project reconciles often.
+        """
+        uid = job["metadata"]["uid"]
+        if uid in self._finished:
+            return self._finished[uid]
+        if self.dockerfile.result(job, None).state == BuildState.RUNNING:
+            return self.dockerfile.result(job, None)
+        pods = self.ctx.kube.list(
+            POD, namespace=job["metadata"]["namespace"], label_selector=f"controller-uid={uid}"
+        ).get("items", [])
+        result = self.dockerfile.result(job, pods[0] if pods else None)
+        self._finished[uid] = result
+        return result

@@ -38,6 +38,14 @@ class Settings:
     git_cache: Path = Path("/var/cache/kapsa/git")
     git_timeout: float = 30.0
     confine_git: bool = True
+    builder_image: str = "kapsa-builder:0.1.0"
+    """The Dockerfile builder's image (sh, git, buildah): built from deploy/builder/Dockerfile
+    and pushed by the platform team, as the operator's own image is."""
+    build_host_network: bool = False
+    """Build pods share the node's network (test grounds serving git and the registry on the
+    node's loopback)."""
+    build_privileged: bool = False
+    """Build containers run privileged instead of with the capabilities chroot isolation needs."""
     """git runs in Landlock-confined threads (kapsa.git.confine), away from the API token."""
     resync_seconds: float = 600.0
     branch_gone_after: int = 2

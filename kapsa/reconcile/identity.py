@@ -22,11 +22,10 @@ from urllib.parse import urlsplit
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON
 from kapsa.k8s.resources import SECRET, SERVICE_ACCOUNT
-from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET
+from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET, REGISTRY_SECRET
 from kapsa.reconcile.context import Context
 from kapsa.reconcile.tenancy import git_copy_data, git_secret
 
-REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
 PULL_SECRET = "kapsa-registry-pull"  # noqa: S105 (a Secret's name, not a password)
 
 

@@ -217,7 +217,7 @@ class PreviewReconciler:
         if not entry.get("commit"):
             return
         request = self._request(obj, entry, registry=registry, namespace=namespace, url=url)
-        result = self.builds.ensure_build(obj, registry=registry, request=request, url=url)
+        result = self.builds.ensure_build(obj, request=request, url=url)
         before = (entry.get("buildState"), entry.get("message"))
         entry["buildState"] = str(result.state)
         if result.state == BuildState.FAILED:

@@ -256,7 +256,7 @@ class ProjectReconciler:
             request = self.builds.build_request(
                 obj, registry=registry, namespace=namespace, url=url, branch=branch, commit=head
             )
-            result = self.builds.ensure_build(obj, registry=registry, request=request, url=url)
+            result = self.builds.ensure_build(obj, request=request, url=url)
             results[branch] = result
             if result.state == BuildState.SUCCEEDED and result.commit == head and result.image:
                 entry["builtCommit"] = head

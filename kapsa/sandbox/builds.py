@@ -1,13 +1,10 @@
-"""SIMULATORS of what the builders make of a commit: real, runnable images, made here.
+"""The SIMULATOR of what kpack's buildpacks make of a commit: a real, runnable image, made here.
 
-kpack's controller and its builder images, and the Dockerfile builder's image, cannot run on
-these machines, so the simulators use this to produce an image from the commit they are asked
-to build, on a static busybox userland with the repository's files in /workspace:
-
-- buildpacks (the Procfile buildpack's output): the Procfile's `web` process as the entrypoint,
-  an unprivileged user; a repository without a Procfile fails detection, as it would;
-- a Dockerfile, read for the little the sandbox's apps use: `CMD` (shell form) as the command
-  and `USER`; every other instruction is taken as copying the repository to /workspace.
+kpack's controller and its builder images cannot run on these machines, so the kpack SIMULATOR
+uses this to produce the image of the commit it is asked to build, on a static busybox userland
+with the repository's files in /workspace, as the Procfile buildpack's output would be: the
+Procfile's `web` process as the entrypoint, an unprivileged user; a repository without a Procfile
+fails detection, as it would. (Dockerfile builds are real: buildah in a Job on the node.)
 """
 
 from __future__ import annotations
@@ -47,39 +44,13 @@ def buildpack_image(tree: Path, *, labels: dict[str, str] | None = None) -> Imag
     )
 
 
-def dockerfile_image(
-    tree: Path, *, dockerfile: str = "Dockerfile", labels: dict[str, str] | None = None
-) -> Image:
-    path = tree / dockerfile
-    if not path.is_file():
-        raise BuildError(f"error: {dockerfile}: no such file in the repository")
-    command, user = "", ""
-    for line in path.read_text().splitlines():
-        instruction, _, argument = line.strip().partition(" ")
-        if instruction.upper() == "CMD":
-            command = argument.strip()
-        elif instruction.upper() == "USER":
-            user = argument.strip()
-    if not command:
-        raise BuildError(f"error: {dockerfile} has no CMD")
-    return Image.build(
-        layers=[busybox_userland(user_id=APP_USER), Layer().tree(tree, under=WORKSPACE)],
-        entrypoint=["/bin/sh", "-c", command],
-        user=user,
-        workdir=WORKSPACE,
-        labels=labels,
-    )
-
-
 def image_of_commit(
     git_dir: Path,
     revision: str,
     *,
     labels: dict[str, str],
-    dockerfile: str | None = None,
 ) -> Image:
-    """Build the image of `revision` in the bare repository `git_dir`, from its Dockerfile when
-    `dockerfile` names one, else with buildpacks."""
+    """Build the image of `revision` in the bare repository `git_dir` with buildpacks."""
     with tempfile.TemporaryDirectory(prefix="kapsa-buildpacks-") as folder:
         archive = Path(folder) / "source.tar"
         done = subprocess.run(
@@ -93,6 +64,4 @@ def image_of_commit(
         tree = Path(folder) / "tree"
         with tarfile.open(archive) as tar:
             tar.extractall(tree, filter="data")
-        if dockerfile is not None:
-            return dockerfile_image(tree, dockerfile=dockerfile, labels=labels)
         return buildpack_image(tree, labels=labels)

@@ -11,9 +11,6 @@ would write, and nothing else. Kapsa itself runs unchanged against them.
   Deployment's pods as updated, ready and available and its Service as routing to them.
   Everywhere else a real node runs the pods.
 - `CertManagerSimulator` plays cert-manager: it marks ClusterIssuers Ready.
-- `JobSimulator` plays the Job controller running a Dockerfile build: it builds the commit into
-  a runnable image (kapsa.sandbox.builds), pushes it to the Job's destination tag and marks the
-  Job Complete (or Failed).
 
 `CommitMessageFailPolicy` decides which simulated builds fail, so a demo or a test can break a
 build the way a developer does: by pushing a commit.
@@ -26,7 +23,6 @@ import logging
 import subprocess
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +33,6 @@ from kapsa.k8s.resources import (
     CLUSTER_ISSUER,
     DEPLOYMENT,
     ENDPOINTS,
-    JOB,
     KPACK_IMAGE,
     ResourceType,
 )
@@ -314,76 +309,5 @@ class CertManagerSimulator(Simulator):
                         "observedGeneration": generation,
                     }
                 ]
-            },
-        )
-
-
-class JobSimulator(Simulator):
-    """A Dockerfile build Job, simulated: the image it would push is pushed, then Complete.
-
-    `fail(url=..., revision=...)` returns a failure message or None, as for kpack.
-    """
-
-    resource = JOB
-
-    def __init__(
-        self,
-        kube: Kube,
-        *,
-        registry: RegistryServer,
-        git_server: GitServer,
-        fail: Callable[..., str | None] | None = None,
-    ) -> None:
-        super().__init__(kube)
-        self.registry = registry
-        self.git_server = git_server
-        self.fail = fail or (lambda **_: None)
-
-    def handle(self, obj: JSON) -> None:
-        if (obj.get("status") or {}).get("conditions"):
-            return
-        args = obj["spec"]["template"]["spec"]["containers"][0].get("args", [])
-        flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
-        if "destination" not in flags or "context" not in flags:
-            return
-        url, _, revision = flags["context"].partition("#")
-        failure = self.fail(url=url, revision=revision)
-        image = None
-        if not failure:
-            try:
-                image = image_of_commit(
-                    git_dir_of(self.git_server, url),
-                    revision,
-                    labels={"io.kapsa.sandbox.source": f"{url}#{revision}"},
-                    dockerfile=flags.get("dockerfile", "Dockerfile"),
-                )
-            except BuildError as error:
-                failure = str(error)
-        stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if image is None:
-            condition = {
-                "type": "Failed",
-                "status": "True",
-                "reason": "BackoffLimitExceeded",
-                "message": failure,
-            }
-            counts = {"failed": 1}
-        else:
-            reference, _, tag = flags["destination"].rpartition(":")
-            self.registry.push(image, repository=reference.split("/", 1)[1], tag=tag)
-            condition = {
-                "type": "Complete",
-                "status": "True",
-                "reason": "Completed",
-                "message": "simulated",
-            }
-            counts = {"succeeded": 1}
-        self._put_status(
-            obj,
-            {
-                "conditions": [{**condition, "lastTransitionTime": stamp}],
-                "startTime": stamp,
-                "completionTime": stamp,
-                **counts,
             },
         )

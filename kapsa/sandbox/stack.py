@@ -33,6 +33,8 @@ import yaml
 
 from kapsa.api.crdgen import all_crds
 from kapsa.controlplane import ControlPlane, find_or_build_assets
+from kapsa.controlplane.buildah import builder_image
+from kapsa.controlplane.images import Image, busybox_userland
 from kapsa.controlplane.netns import NetworkNamespace
 from kapsa.controlplane.node import why_no_node
 from kapsa.errors import KapsaError
@@ -50,7 +52,6 @@ from kapsa.sandbox.registryserver import RegistryServer
 from kapsa.sandbox.simulators import (
     CertManagerSimulator,
     CommitMessageFailPolicy,
-    JobSimulator,
     KpackSimulator,
     KubeletSimulator,
     Simulator,
@@ -264,9 +265,26 @@ def apply_platform(control_plane: ControlPlane, registry_server: RegistryServer)
     return platform
 
 
-#: Controllers of the controller manager left to a SIMULATOR, with a node: the Job controller,
-#: since the Dockerfile builder's image cannot run here.
-SIMULATED_CONTROLLERS = ("job",)
+@dataclass(frozen=True)
+class BuildImages:
+    """The images Dockerfile builds use on this test ground, in its registry."""
+
+    builder: str
+    """The builder (buildah, git, sh), by digest: what `kapsa operator --builder-image` gets."""
+    base: str
+    """A base image for Dockerfiles' FROM: busybox, as the sample app's Dockerfile uses."""
+
+
+def push_build_images(registry_server: RegistryServer) -> BuildImages:
+    """Assemble the builder image from this machine's buildah and git, push it and a base."""
+    server = registry_server.server
+    builder = registry_server.push(builder_image(), repository="kapsa/builder", tag="buildah")
+    # As Docker Hub's busybox: no entrypoint, so a Dockerfile's shell-form CMD runs as written.
+    base = Image.build(layers=[busybox_userland()], entrypoint=[], cmd=["sh"])
+    registry_server.push(base, repository="kapsa/busybox", tag="1")
+    return BuildImages(
+        builder=f"{server}/kapsa/builder@{builder}", base=f"{server}/kapsa/busybox:1"
+    )
 
 
 @dataclass
@@ -274,18 +292,16 @@ class Simulators:
     """The SIMULATORS beside a cluster, each standing in for a controller that cannot run here.
 
     kpack's and cert-manager's always; the kubelet's only where no real node runs (see
-    kapsa.controlplane.node). Dockerfile builds' Jobs are simulated too: their builder image
-    cannot be pulled here, so the controller manager runs without its Job controller
-    (`SIMULATED_CONTROLLERS`) and the Job SIMULATOR completes them.
+    kapsa.controlplane.node). Dockerfile builds are real: the controller manager's Job controller
+    starts them on the node, where buildah runs.
     """
 
     kpack: KpackSimulator
     cert_manager: CertManagerSimulator
-    jobs: JobSimulator
     kubelet: KubeletSimulator | None = None
 
     def running(self) -> list[Simulator]:
-        found = [self.kpack, self.cert_manager, self.jobs, self.kubelet]
+        found = [self.kpack, self.cert_manager, self.kubelet]
         return [simulator for simulator in found if simulator is not None]
 
     def stop(self) -> None:
@@ -305,12 +321,6 @@ def start_simulators(
     simulators = Simulators(
         kpack=KpackSimulator(kube, registry=registry_server, git_server=git_server, fail=fail),
         cert_manager=CertManagerSimulator(kube),
-        jobs=JobSimulator(
-            kube,
-            registry=registry_server,
-            git_server=git_server,
-            fail=fail.fails if fail else None,
-        ),
         kubelet=None if node else KubeletSimulator(kube),
     )
     for simulator in simulators.running():
@@ -733,7 +743,6 @@ class Stack:
             assets=assets,
             workdir=self.run_dir / "control-plane",
             node=no_node is None,
-            controllers_off=SIMULATED_CONTROLLERS,
         )
         self.control_plane = plane
         plane.start()
@@ -762,8 +771,13 @@ class Stack:
         )
         registry.start()
         self.registry_server = registry
+        operator_flags = ["--no-leader-elect"]
         if plane.node is not None:
             plane.node.trust_registry(port=registry.port, tls=registry.tls)
+            # Build pods share the node's network, where these ports answer as on the host.
+            plane.node.expose(git.port or 0)
+            images = push_build_images(registry)
+            operator_flags += ["--builder-image", images.builder, "--build-host-network"]
         progress(f"registry: docker-registry at {registry.url} (htpasswd login)")
 
         self.simulators = start_simulators(
@@ -781,17 +795,20 @@ class Stack:
         if self.simulators.kubelet is not None:
             progress("SIMULATOR kubelet: reports every Deployment's pods ready (no containers run)")
         progress("SIMULATOR cert-manager: marks every ClusterIssuer Ready")
-        progress(
-            "SIMULATOR build Jobs: a Dockerfile build pushes a runnable image of the commit (its "
-            "CMD and USER on busybox) to its tag and completes (or fails, by the same "
-            "BUILD-FAILS: rule)"
-        )
+        if plane.node is not None:
+            progress(
+                "Dockerfile builds: real, buildah in a Job on the node; the builder image is "
+                "assembled from this machine's buildah and git, with busybox as a base for FROM "
+                f"({images.base})"
+            )
+        else:
+            progress("Dockerfile builds: not without a node (their Jobs would never start)")
 
         self.operator = OperatorProcess(
             kubeconfig=plane.kubeconfig,
             ledger_url=self.ledger_url,
             workdir=self.run_dir,
-            extra=["--no-leader-elect"],
+            extra=operator_flags,
         ).start()
         progress(f"operator: kapsa operator running, ledger {self.ledger_url}")
 

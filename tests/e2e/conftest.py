@@ -27,6 +27,7 @@ class Platform:
     kube: Kube
     kpack: KpackSimulator
     names: stack.Platform
+    images: stack.BuildImages
 
 
 @pytest.fixture(scope="session")
@@ -49,11 +50,19 @@ def platform(
     assert names.registry == REGISTRY
     assert control_plane.node is not None
     control_plane.node.trust_registry(port=registry_server.port, tls=registry_server.tls)
+    # Dockerfile builds run on the node, sharing its network, where these ports answer too.
+    assert git_server.port is not None
+    control_plane.node.expose(git_server.port)
+    images = stack.push_build_images(registry_server)
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
     simulators = stack.start_simulators(
         kube, registry_server=registry_server, git_server=git_server, node=True, fail=build_policy
     )
-    yield Platform(kube=kube, kpack=simulators.kpack, names=names)
+    with pytest.MonkeyPatch.context() as env:
+        # Every operator a test starts (`kapsa operator`) reads these, as a Deployment's would.
+        env.setenv("KAPSA_BUILDER_IMAGE", images.builder)
+        env.setenv("KAPSA_BUILD_HOST_NETWORK", "true")
+        yield Platform(kube=kube, kpack=simulators.kpack, names=names, images=images)
     simulators.stop()
 
 

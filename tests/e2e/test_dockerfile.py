@@ -1,14 +1,24 @@
-"""A repository with a Dockerfile is built by a Job, not kpack, and runs by digest.
+"""Dockerfile builds, for real: buildah in a Job pod on the node, pushing to the login registry.
 
-The Job is completed by the build-Job SIMULATOR (the builder's image cannot run here), which
-pushes a runnable image of the commit; the pods that run it are real.
+The builder image is assembled from this machine's Debian buildah and git (kapsa.controlplane
+.buildah) and pulled by the node from the registry like any image; the Dockerfiles build FROM a
+busybox image in the same registry. Nothing here is simulated: the Job controller starts the pod,
+buildah clones, builds (RUN steps included) and pushes, and the environment runs the digest the
+build reported in its termination message.
 """
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import Iterator
+
+import pytest
+
 from kapsa.controlplane import ControlPlane
+from kapsa.sandbox.githttp import GitHttpServer
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
+from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
     SAMPLE_APP,
     OperatorProcess,
@@ -24,11 +34,24 @@ from tests.e2e.harness import (
 )
 from tests.waiting import wait_until
 
-DOCKERFILE = "FROM busybox\nCOPY . /workspace\nWORKDIR /workspace\nUSER 1000\nCMD sh serve.sh\n"
+#: Builds run on two shared cores: a first build pulls its base and writes every layer.
+BUILD = 180
+
+
+def _dockerfile(base: str, *, user: bool = True, run: str = "echo built > built.txt") -> str:
+    lines = [f"FROM {base}", "COPY . /workspace", "WORKDIR /workspace", f"RUN {run}"]
+    lines += ["USER 1000"] if user else []
+    return "\n".join([*lines, "CMD sh serve.sh", ""])
 
 
 def _apply(
-    control_plane: ControlPlane, git_server: GitServer, name: str, *, dockerfile: str
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    name: str,
+    *,
+    dockerfile: str,
+    url: str | None = None,
+    extra_spec: dict[str, object] | None = None,
 ) -> str:
     commit = git_server.create_repo(name, files={**SAMPLE_APP, "Dockerfile": dockerfile})
     control_plane.kubectl(
@@ -37,43 +60,66 @@ def _apply(
         "-",
         input=project_yaml(
             name=name,
-            url=git_server.url_for(name),
+            url=url or git_server.url_for(name),
             environments=[{"name": "dev", "branch": "main"}],
+            extra_spec=extra_spec,
         ),
     )
     return commit
 
 
-def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
+def _build_pod(control_plane: ControlPlane, namespace: str, job: dict) -> dict:
+    uid = job["metadata"]["uid"]
+    [pod] = get(control_plane, "-n", namespace, "pods", "-l", f"controller-uid={uid}")["items"]
+    return pod
+
+
+def test_buildah_builds_the_commit_in_a_job_and_the_environment_runs_the_digest_it_pushed(
     control_plane: ControlPlane,
     git_server: GitServer,
     registry_server: RegistryServer,
+    platform: Platform,
     operator: OperatorProcess,
     operator_ledger: str,
 ) -> None:
     name = "docked"
-    commit = _apply(control_plane, git_server, name, dockerfile=DOCKERFILE)
-    wait_for_project_phase(control_plane, name, "Running", operator)
+    commit = _apply(control_plane, git_server, name, dockerfile=_dockerfile(platform.images.base))
+    wait_for_project_phase(control_plane, name, "Running", operator, timeout=BUILD)
 
-    jobs = get(control_plane, "-n", name, "jobs")["items"]
-    assert [j["metadata"]["name"] for j in jobs] == [f"{name}-main-{commit[:7]}"]
-    container = jobs[0]["spec"]["template"]["spec"]["containers"][0]
+    [job] = get(control_plane, "-n", name, "jobs")["items"]
+    assert job["metadata"]["name"] == f"{name}-main-{commit[:7]}"
+    assert condition(job, "Complete")["status"] == "True"  # the real Job controller's word
+    spec = job["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    assert container["image"] == platform.images.builder
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["KAPSA_GIT_URL"] == git_server.url_for(name)
+    assert env["KAPSA_COMMIT"] == commit
     tag = f"{registry_server.server}/apps/{name}:{commit[:7]}"
-    assert f"--destination={tag}" in container["args"]
-    assert f"--context={git_server.url_for(name)}#{commit}" in container["args"]
-    assert "--dockerfile=Dockerfile" in container["args"]
-    assert jobs[0]["spec"]["template"]["spec"]["serviceAccountName"] == "kapsa-builder"
+    assert env["KAPSA_IMAGE"] == tag
+    assert (env["KAPSA_DOCKERFILE"], env["KAPSA_CONTEXT"]) == ("Dockerfile", ".")
+    # No privileged mode, no API token: the capabilities chroot isolation needs, nothing more.
+    assert "privileged" not in container["securityContext"]
+    assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["serviceAccountName"] == "kapsa-builder"
     assert get(control_plane, "-n", name, "images.kpack.io")["items"] == []
 
-    digest = registry_server.digest_of(f"apps/{name}", commit[:7])
+    # The digest is the one buildah reported for its push, and the registry holds it.
+    reported = _build_pod(control_plane, name, job)["status"]["containerStatuses"][0]
+    digest = reported["state"]["terminated"]["message"].strip()
+    assert digest == registry_server.digest_of(f"apps/{name}", commit[:7])
     image = f"{registry_server.server}/apps/{name}@{digest}"
     assert status_of(control_plane, "-n", name, "environment", "dev")["image"] == image
     deployment = get(control_plane, "-n", name, "deployment", "dev")
     assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == image
     serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {commit}\n")
+    # The RUN step ran inside the image being built.
+    logs = control_plane.kubectl("-n", name, "logs", f"job/{job['metadata']['name']}").stdout
+    assert "STEP 4/6: RUN echo built > built.txt" in logs
 
     newer = git_server.commit(name, branch="main", files={"greeting.txt": "v2\n"})
-    wait_for_commit(control_plane, name, "dev", newer, operator)
+    wait_for_commit(control_plane, name, "dev", newer, operator, timeout=BUILD)
     serves(control_plane, name, "dev", f"v2\ncommit: {newer}\n")
     assert len(get(control_plane, "-n", name, "jobs")["items"]) == 2
     assert moves(history(operator_ledger, name), kind="Environment", name="dev")[-1] == (
@@ -83,19 +129,132 @@ def test_a_dockerfile_means_a_build_job_and_the_digest_from_the_registry(
     )
 
 
+def test_a_failing_run_step_keeps_the_last_good_image_and_names_the_step(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    platform: Platform,
+    operator: OperatorProcess,
+) -> None:
+    name = "stepfail"
+    base = platform.images.base
+    good = _apply(control_plane, git_server, name, dockerfile=_dockerfile(base))
+    wait_for_commit(control_plane, name, "dev", good, operator, timeout=BUILD)
+    image = status_of(control_plane, "-n", name, "environment", "dev")["image"]
+
+    broken = _dockerfile(base, run="echo compiling the assets && exit 3")
+    git_server.commit(name, branch="main", files={"Dockerfile": broken})
+    failed = wait_until(
+        lambda: (
+            (c := condition(get(control_plane, "project", name), "BuildSucceeded"))
+            and c["status"] == "False"
+            and c
+        ),
+        timeout=BUILD,
+        message=lambda: f"BuildSucceeded=False\n{operator.tail()}",
+    )
+    assert failed["reason"] == "BuildFailed"
+    assert "build step 4/6 (RUN echo compiling the assets && exit 3) failed" in failed["message"]
+    assert "compiling the assets" in failed["message"].split("failed:", 1)[1]  # the log's tail
+    # Flow 7: the environment stays on its last good image, and keeps answering.
+    dev = status_of(control_plane, "-n", name, "environment", "dev")
+    assert dev["image"] == image
+    assert dev["phase"] == "Running"
+    serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {good}\n")
+
+
+@pytest.fixture
+def password() -> str:
+    return "pw-" + secrets.token_urlsafe(12)
+
+
+@pytest.fixture
+def git_http(
+    control_plane: ControlPlane, git_server: GitServer, password: str
+) -> Iterator[GitHttpServer]:
+    with GitHttpServer(
+        repos_dir=git_server.repos_dir, username="kapsa-deploy", password=password
+    ) as server:
+        assert control_plane.node is not None and server.port is not None
+        control_plane.node.expose(server.port)
+        yield server
+
+
+def test_a_private_repository_over_authenticated_http_builds_with_the_copied_credentials(
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    git_http: GitHttpServer,
+    password: str,
+    platform: Platform,
+    operator: OperatorProcess,
+) -> None:
+    name = "private-docked"
+    secret = f"{name}-git"
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "create",
+        "secret",
+        "generic",
+        secret,
+        "--type=kubernetes.io/basic-auth",
+        f"--from-literal=username={git_http.username}",
+        f"--from-literal=password={password}",
+    )
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "annotate",
+        "secret",
+        secret,
+        f"kapsa.io/shared-with-projects={name}",
+        "kapsa.io/git-host=127.0.0.1",
+    )
+    url = git_http.url_for(name)
+    try:
+        commit = _apply(
+            control_plane,
+            git_server,
+            name,
+            dockerfile=_dockerfile(platform.images.base),
+            url=url,
+            extra_spec={
+                "source": {
+                    "git": {"url": url, "secretRef": {"name": secret, "namespace": "kapsa-system"}},
+                    "pollInterval": "1s",
+                }
+            },
+        )
+        wait_for_commit(control_plane, name, "dev", commit, operator, timeout=BUILD)
+        serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {commit}\n")
+        # The build pod fetched the commit itself, with the password: challenged, then let in.
+        fetches = [
+            status
+            for method, path, status in git_http.requests()
+            if method == "POST" and path.startswith(f"/{name}.git/git-upload-pack")
+        ]
+        assert 200 in fetches
+    finally:
+        control_plane.kubectl("-n", "kapsa-system", "delete", "secret", secret, check=False)
+
+
 def test_an_image_that_runs_as_root_is_refused_by_the_kubelet_with_its_reason(
-    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+    control_plane: ControlPlane,
+    git_server: GitServer,
+    platform: Platform,
+    operator: OperatorProcess,
 ) -> None:
     """App pods run as non-root: a Dockerfile without USER fails to start, and says so."""
     name = "rooted"
-    _apply(control_plane, git_server, name, dockerfile=DOCKERFILE.replace("USER 1000\n", ""))
+    _apply(
+        control_plane, git_server, name, dockerfile=_dockerfile(platform.images.base, user=False)
+    )
 
     def ready() -> dict[str, str]:
         return condition(get(control_plane, "-n", name, "environment", "dev"), "Ready")
 
     wait_until(
         lambda: ready().get("reason") == "CreateContainerConfigError",
-        timeout=90,
+        timeout=BUILD,
         message=lambda: f"dev reporting the refusal: {ready()}\n{operator.tail()}",
     )
     assert "runAsNonRoot and image will run as root" in ready()["message"]

@@ -22,7 +22,6 @@ from kubernetes.client.rest import ApiException
 
 from kapsa.controlplane import ControlPlane, find_or_build_assets
 from kapsa.k8s.client import Kube
-from kapsa.sandbox.stack import SIMULATED_CONTROLLERS
 
 REPO = Path(__file__).resolve().parents[2]
 KAPSA_CRDS = REPO / "crds"
@@ -79,7 +78,6 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         assets=find_or_build_assets(),
         workdir=tmp_path_factory.mktemp("control-plane"),
         node=True,
-        controllers_off=SIMULATED_CONTROLLERS,
     )
     with plane:
         install_crds(plane, sorted(KAPSA_CRDS.glob("kapsa.io_*.yaml")) + thirdparty_crd_files())
