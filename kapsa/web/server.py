@@ -44,6 +44,7 @@ from kapsa import metrics
 from kapsa.errors import KapsaError
 from kapsa.ledger import Ledger
 from kapsa.lifecycle import Service
+from kapsa.web import openapi
 from kapsa.web.auth import Access, KubeAuthorizer
 from kapsa.web.ledger_api import LedgerApi
 from kapsa.web.messages import Request, Response, error, text
@@ -166,7 +167,7 @@ class _WsgiApp:
                 Request(
                     method=str(environ["REQUEST_METHOD"]),
                     segments=segments,
-                    query=dict(parse_qsl(query)),
+                    query=dict(parse_qsl(query, keep_blank_values=True)),
                     headers=_headers(environ),
                     remote=str(environ.get("REMOTE_ADDR", "")),
                     content_length=declared,
@@ -330,12 +331,15 @@ class _App:
                 allowed, handler = "GET", lambda: self._metrics(request)
             case ("webhooks", project):
                 allowed, handler = "POST", lambda: self._webhooks.handle(project, request=request)
-            case ("api", "v1", "history", project):
-                allowed, handler = "GET", lambda: self._ledger_api.history(project, query=query)
-            case ("api", "v1", "deployments", project, env):
-                allowed, handler = "GET", lambda: self._ledger_api.deployments(project, env=env)
-            case ("api", "v1", "at", project, env):
-                allowed, handler = "GET", lambda: self._ledger_api.at(project, env=env, query=query)
+            case ("api", *_):
+                found = openapi.match(request.segments)
+                if found is None:
+                    return error(HTTPStatus.NOT_FOUND, "no such path")
+                operation, path = found
+                allowed, handler = (
+                    "GET",
+                    lambda: self._ledger_api.serve(operation, path=path, query=query),
+                )
             case _:
                 return error(HTTPStatus.NOT_FOUND, "no such path")
         if method != allowed:

@@ -117,6 +117,9 @@ def test_at_tells_what_ran_then(api: WebServer) -> None:
         # (spans longer than ten years are read as ten years: kapsa.api.common.parse_duration).
         ("history/web", {"until": "0001-01-01T00:00:00+14:00"}, "until: not a time"),
         ("at/web/web-prod", {}, "give ?time="),
+        # An empty value is a mistake (a script's unset variable), not "all of it".
+        ("history/web", {"since": ""}, "since: empty; leave it out instead"),
+        ("at/web/web-prod", {"time": ""}, "time: empty"),
         ("history/Web_App", {}, "not a Kubernetes object name"),
     ],
 )
@@ -199,7 +202,7 @@ def test_rows_of_environments_claiming_the_project_from_elsewhere_are_read_by_no
     elif "--deployments" in query:
         path, params = "deployments/web/web-prod", {}
     else:
-        path, params = "history/web", {"env": args.get("--env", "")}
+        path, params = "history/web", {"env": args["--env"]} if "--env" in args else {}
     answer = get(api, path, **params)
 
     assert answer.status_code == 200
