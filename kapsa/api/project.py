@@ -37,6 +37,17 @@ BranchPattern = Annotated[str, Field(min_length=1, max_length=BRANCH_MAX)]
 ANNOTATION_RECONCILE = "kapsa.io/reconcile-requested-at"
 
 
+def namespace_of(project: str) -> str:
+    """The namespace a Project owns: its own name.
+
+    One rule for every layer that scopes by it: the reconciler makes and checks the namespace
+    (kapsa.reconcile.tenancy), the ledger counts an Environment's rows for a Project only when
+    they were written in it (kapsa.ledger.store), so a row of an Environment elsewhere that
+    names the Project is never part of its history.
+    """
+    return project
+
+
 class GitSource(Model):
     url: str = Field(
         min_length=1,

@@ -9,12 +9,13 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from sqlalchemy import Engine, Select, func, select
+from sqlalchemy import ColumnElement, Engine, Select, and_, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.dml import Insert
 
+from kapsa.api.project import namespace_of
 from kapsa.errors import LedgerError
 from kapsa.ledger import migrate
 from kapsa.ledger.deployments import deployments_from
@@ -57,6 +58,22 @@ def _insert_once(engine: Engine) -> Insert:
     else:
         insert = sqlite.insert(transitions).on_conflict_do_nothing(index_elements=keys)
     return insert.returning(transitions.c.id)
+
+
+def _owned_by(project: str) -> ColumnElement[bool]:
+    """The rows that are `project`'s: its own (cluster-scoped, no namespace) and those of
+    Environments in the namespace it owns.
+
+    `project` on a row is what the Environment claimed (`spec.project`), which anyone who can
+    create an Environment anywhere can set. Before the operator refused such claims (issue #14),
+    an Environment in another team's namespace naming a Project had its rows written under
+    that Project; those rows, and any a future bug might write, stay out of its answers.
+    """
+    kind, namespace = transitions.c.kind, transitions.c.namespace
+    return or_(
+        and_(kind == _PROJECT, transitions.c.name == project, namespace.is_(None)),
+        and_(kind == _ENVIRONMENT, namespace == namespace_of(project)),
+    )
 
 
 #: The columns of an Entry, in its field order: rows become Entries positionally (fast).
@@ -137,7 +154,8 @@ class Ledger:
         Ordered by `at` rather than by id so that rows written late (those a restarted
         reconciler records for transitions status already shows) land where they happened.
         environment=None: the Project's own rows and all its environments'. `limit` keeps the
-        newest rows (the last `limit`), still returned oldest first.
+        newest rows (the last `limit`), still returned oldest first. Only rows the Project owns
+        count (see _owned_by): every reader of a Project's history goes through here.
         """
         query = self._select(project=project, environment=environment, since=since, until=until)
         at, row_id = transitions.c.at, transitions.c.id
@@ -215,7 +233,7 @@ class Ledger:
         since: datetime | None,
         until: datetime | None,
     ) -> Select[Any]:
-        query = select(*_ENTRY).where(transitions.c.project == project)
+        query = select(*_ENTRY).where(transitions.c.project == project, _owned_by(project))
         if environment is not None:
             query = query.where(
                 transitions.c.kind == _ENVIRONMENT, transitions.c.name == environment

@@ -20,6 +20,7 @@ import base64
 import dataclasses
 from typing import Any
 
+from kapsa.api.project import namespace_of
 from kapsa.errors import HostKeyUnknownError, InvalidSpecError, UnsafeURLError
 from kapsa.git.credentials import (
     KNOWN_HOSTS_KEY,
@@ -52,8 +53,8 @@ class SecretRefusedError(InvalidSpecError):
 
 
 def project_namespace(project: JSON) -> str:
-    """The namespace Kapsa makes for a Project: its name."""
-    return str(project["metadata"]["name"])
+    """The namespace Kapsa makes for a Project: its name (kapsa.api.project.namespace_of)."""
+    return namespace_of(str(project["metadata"]["name"]))
 
 
 def _shared_with(secret: JSON) -> set[str]:

@@ -2,6 +2,7 @@
 
 Same queries, same JSON (the records' `to_dict`) and the same time syntax (`parse_when`) as the
 CLI reading the ledger file, so `kapsa history --server` prints exactly what it prints locally.
+The routes and their parameters are those of kapsa.web.openapi, which `serve` dispatches on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from http import HTTPStatus
 
 from kapsa.errors import InvalidSpecError, LedgerError
 from kapsa.ledger import Ledger, parse_when
+from kapsa.web import openapi
 from kapsa.web.messages import Response, error, json_response, valid_name
 
 
@@ -19,6 +21,26 @@ class LedgerApi:
     def __init__(self, *, ledger: Ledger | None, clock: Callable[[], datetime]) -> None:
         self._ledger = ledger
         self._clock = clock
+
+    def serve(
+        self, operation: openapi.Operation, *, path: Mapping[str, str], query: Mapping[str, str]
+    ) -> Response:
+        """The answer to one of kapsa.web.openapi's operations; `query` as sent, of which the
+        handler sees only what the operation declares."""
+        known = operation.known(query)
+        for key, value in known.items():
+            if not value:  # `?since=` is a mistake, not a request for everything
+                return error(HTTPStatus.BAD_REQUEST, f"{key}: empty; leave it out instead")
+        match operation.operation_id:
+            case "history":
+                return self.history(path["project"], query=known)
+            case "deployments":
+                return self.deployments(path["project"], env=path["env"])
+            case "at":
+                return self.at(path["project"], env=path["env"], query=known)
+            case "openapi":
+                return json_response(HTTPStatus.OK, openapi.document())
+        raise LookupError(f"no handler for operation {operation.operation_id}")
 
     def history(self, project: str, *, query: Mapping[str, str]) -> Response:
         env = query.get("env") or None

@@ -15,12 +15,13 @@ from typing import Any
 
 #: Kubernetes object names (DNS-1123 subdomains). Anything else cannot name a Project or an
 #: Environment, so it is refused before it reaches a callback, a log line or a query.
-_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_NAME_MAX = 253
+NAME_PATTERN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+NAME_MAX = 253
+_NAME = re.compile(NAME_PATTERN)
 
 
 def valid_name(name: str) -> bool:
-    return len(name) <= _NAME_MAX and _NAME.fullmatch(name) is not None
+    return len(name) <= NAME_MAX and _NAME.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,23 @@
 
 The public listener (port `http`) serves only what kubelet and git hosts need: `/healthz`,
 `/readyz` and `/webhooks/`. The internal listener serves `/metrics` and the read-only ledger API
-(`/api/v1/`): bound to loopback by default, reached with `kubectl port-forward`; bound to the pod
-network only with a KubeAuthorizer (kapsa.web.auth) checking every caller's bearer token.
+(`/api/v1/`, described by `/api/v1/openapi.json`): bound to loopback by default, reached with
+`kubectl port-forward`; bound to the pod network only with a KubeAuthorizer (kapsa.web.auth)
+checking every caller's bearer token.
 
-Each listener takes at most `max_connections` requests at once (the next ones get 503 at once,
-costing no thread) and gives each connection `request_deadline` seconds in total, however slowly
-its client trickles bytes. The standard library's ThreadingHTTPServer is enough for probes, a
-scrape every few seconds and the odd webhook, and adds no dependency. Everything it receives
-arrives through a `Request` and leaves as a `Response` (kapsa.web.messages); this module alone
-touches sockets.
+Both are served by cheroot, CherryPy's WSGI server, a maintained library: HTTP parsing, keep-alive
+and header limits are its job, not ours. It fits because the routes are synchronous functions
+from a `Request` to a `Response` (kapsa.web.messages): cheroot runs them on a fixed pool of
+worker threads, reads the body only when a route asks for it (so a webhook is refused by size,
+project and token before its body is read), and lets a connection be refused before it reaches
+a worker. waitress, the other candidate, buffers every request whole, body included, before the
+application sees it, and queues connections beyond its limits instead of refusing them.
+
+Kept on top of cheroot, since it has neither: each listener serves at most `max_connections`
+requests at once (one worker thread each; the next connections get 503 at once from the
+accepting thread), and each request gets `request_deadline` seconds in total, however slowly its
+client trickles bytes; each read also times out after REQUEST_TIMEOUT. This module alone touches
+sockets.
 """
 
 from __future__ import annotations
@@ -20,14 +28,15 @@ import ipaddress
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from io import BufferedIOBase
-from typing import Any, cast
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import IO, cast
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from wsgiref.types import StartResponse, WSGIEnvironment
 
+from cheroot import server as cheroot_server
+from cheroot import wsgi
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -35,6 +44,7 @@ from kapsa import metrics
 from kapsa.errors import KapsaError
 from kapsa.ledger import Ledger
 from kapsa.lifecycle import Service
+from kapsa.web import openapi
 from kapsa.web.auth import Access, KubeAuthorizer
 from kapsa.web.ledger_api import LedgerApi
 from kapsa.web.messages import Request, Response, error, text
@@ -43,11 +53,15 @@ from kapsa.web.webhooks import MAX_BODY, Webhooks
 log = logging.getLogger(__name__)
 
 #: A client that sends headers or a body slower than this holds a thread; cut it off.
-REQUEST_TIMEOUT = 10.0
-#: And one that sends a byte just often enough is cut off this long after it connected.
+REQUEST_TIMEOUT = 10
+#: And one that sends a byte just often enough is cut off this long after its request began.
 REQUEST_DEADLINE = 30.0
 #: Requests served at once per listener; more are answered 503 without a thread.
 MAX_CONNECTIONS = 64
+#: The request line and headers together; GitHub's webhook headers are about 1 KiB.
+MAX_HEADER_BYTES = 64 * 1024
+#: How long stop() waits for requests in flight before it shuts their sockets.
+STOP_GRACE = 1
 #: The first path segments each listener serves.
 PUBLIC_ROUTES = frozenset({"healthz", "readyz", "webhooks"})
 INTERNAL_ROUTES = frozenset({"healthz", "metrics", "api"})
@@ -59,6 +73,8 @@ _BUSY = (
 #: A refused body is read and dropped up to this size, so the client gets the answer instead of
 #: a connection reset; beyond it the connection is just closed.
 DRAIN_LIMIT = 8 * MAX_BODY
+#: Set by _Gateway: closes the connection after this response instead of keeping it alive.
+_CLOSE = "kapsa.close_connection"
 
 
 def _utcnow() -> datetime:
@@ -68,9 +84,9 @@ def _utcnow() -> datetime:
 class _Body:
     """The request body, read at most up to what the client declared and the caller allows."""
 
-    def __init__(self, stream: BufferedIOBase, declared: int | None) -> None:
+    def __init__(self, stream: IO[bytes], declared: int) -> None:
         self._stream = stream
-        self.remaining = declared or 0
+        self.remaining = declared
 
     def read(self, limit: int) -> bytes:
         size = min(limit, self.remaining)
@@ -86,120 +102,182 @@ class _Body:
                 return
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server_version = "kapsa"
-    sys_version = ""
-    timeout = REQUEST_TIMEOUT
+def _declared_length(value: str | None) -> int | None:
+    """Content-Length as sent; -1 when it is not plain digits."""
+    if value is None:
+        return None
+    value = value.strip()
+    # Digits only: int() would also take "+1", "1_000" and " 1 ", which proxies read otherwise.
+    return int(value) if value.isascii() and value.isdigit() else -1
 
-    def do_GET(self) -> None:
-        self._serve()
 
-    def do_POST(self) -> None:
-        self._serve()
+def _headers(environ: WSGIEnvironment) -> dict[str, str]:
+    """The request headers, lower-cased with dashes, out of the WSGI environ's CGI names."""
+    found = {
+        key[5:].lower().replace("_", "-"): str(value)
+        for key, value in environ.items()
+        if key.startswith("HTTP_")
+    }
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if key in environ:
+            found[key.lower().replace("_", "-")] = str(environ[key])
+    return found
 
-    def _serve(self) -> None:
-        app = cast(_Server, self.server).app
-        declared = self._declared_length()
-        body = _Body(self.rfile, declared if declared is not None and declared >= 0 else 0)
+
+def _segments(environ: WSGIEnvironment) -> tuple[tuple[str, ...], str]:
+    """The path split on `/` and then percent-decoded, segment by segment, and the query.
+
+    From the raw request target when the server gives it (cheroot's REQUEST_URI): PATH_INFO is
+    decoded already, so `%2F` inside a name would split it and `%2541` be decoded twice.
+    """
+    raw = environ.get("REQUEST_URI")
+    if raw:
+        url = urlsplit(str(raw))
+        path, query = url.path, url.query
+    else:
+        path, query = quote(str(environ.get("PATH_INFO", ""))), str(environ.get("QUERY_STRING", ""))
+    return tuple(unquote(part) for part in path.split("/") if part), query
+
+
+class _WsgiApp:
+    """An _App as a WSGI application: the environ in as a Request, the Response out.
+
+    Also decides what becomes of a body the route did not read: drained (up to DRAIN_LIMIT) so
+    that the client reads the answer rather than a reset, or the connection closed after the
+    answer, as for framing Kapsa will not guess at (a Content-Length that is not plain digits,
+    or a chunked body).
+    """
+
+    def __init__(self, app: _App) -> None:
+        self._app = app
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        declared = _declared_length(environ.get("CONTENT_LENGTH"))
+        chunked = "HTTP_TRANSFER_ENCODING" in environ
+        body = _Body(
+            environ["wsgi.input"], declared if declared is not None and declared > 0 else 0
+        )
         if declared is not None and declared < 0:
             response = error(HTTPStatus.BAD_REQUEST, "bad Content-Length")
+        elif chunked and declared is not None:
+            response = error(HTTPStatus.BAD_REQUEST, "both Content-Length and Transfer-Encoding")
         else:
-            response = app.respond(self._request(declared, body))
-        drainable = body.remaining <= DRAIN_LIMIT
-        self._write(response, close=body.remaining > 0)
-        if body.remaining and drainable:
+            segments, query = _segments(environ)
+            response = self._app.respond(
+                Request(
+                    method=str(environ["REQUEST_METHOD"]),
+                    segments=segments,
+                    query=dict(parse_qsl(query, keep_blank_values=True)),
+                    headers=_headers(environ),
+                    remote=str(environ.get("REMOTE_ADDR", "")),
+                    content_length=declared,
+                    read_body=body.read,
+                )
+            )
+        close = chunked or (declared is not None and declared < 0) or body.remaining > DRAIN_LIMIT
+        if not close and body.remaining:
             try:
-                self.connection.settimeout(2.0)
                 body.drain()
             except OSError:
-                pass
-
-    def _declared_length(self) -> int | None:
-        value = self.headers.get("Content-Length")
-        if value is None:
-            return None
-        value = value.strip()
-        # Digits only: int() would also take "+1", "1_000" and " 1 ", which proxies read otherwise.
-        return int(value) if value.isascii() and value.isdigit() else -1
-
-    def _request(self, declared: int | None, body: _Body) -> Request:
-        url = urlsplit(self.path)
-        segments = tuple(unquote(part) for part in url.path.split("/") if part)
-        return Request(
-            method=self.command,
-            segments=segments,
-            query=dict(parse_qsl(url.query)),
-            headers={name.lower(): value for name, value in self.headers.items()},
-            remote=self.client_address[0],
-            content_length=declared,
-            read_body=body.read,
-        )
-
-    def _write(self, response: Response, *, close: bool) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        if close:
-            self.send_header("Connection", "close")
-            self.close_connection = True
-        self.end_headers()
-        self.wfile.write(response.body)
-        self.wfile.flush()
-
-    def log_message(self, format: str, *args: object) -> None:
-        # Probes and scrapes every few seconds would drown the operator's own log lines.
-        log.debug("%s %s", self.address_string(), format % args)
+                close = True
+        if close and _CLOSE in environ:
+            environ[_CLOSE]()
+        headers = [
+            ("Content-Type", response.content_type),
+            ("Content-Length", str(len(response.body))),
+            *response.headers.items(),
+        ]
+        start_response(f"{response.status.value} {response.status.phrase}", headers)
+        return [response.body]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
+class _Gateway(wsgi.Gateway_10):
+    """cheroot's WSGI 1.0 gateway, plus a way for the application to close the connection."""
 
-    def handle_error(self, _request: object, client_address: tuple[str, int]) -> None:
-        # A client gone mid-answer is routine; the default prints a traceback to stderr.
-        log.debug("connection from %s failed", client_address[0], exc_info=True)
+    # cheroot's stubs leave this untyped (None on the base class); it returns the environ.
+    def get_environ(self) -> WSGIEnvironment:  # type: ignore[override]
+        environ = cast(WSGIEnvironment, super().get_environ())  # type: ignore[no-untyped-call]
+        environ[_CLOSE] = self._close
+        return environ
 
-    def __init__(
-        self, address: tuple[str, int], app: _App, *, max_connections: int, deadline: float
-    ) -> None:
-        if ":" in address[0]:
-            self.address_family = socket.AF_INET6
-        self.app = app
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self._deadline = deadline
-        super().__init__(address, _Handler)
+    def _close(self) -> None:
+        self.req.close_connection = True
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A thread for the request if a slot is free; else 503 now, from this thread."""
-        if not self._slots.acquire(blocking=False):
-            try:
-                request.settimeout(1.0)
-                request.sendall(_BUSY)
-                # Take in the request line the client is sending, so that closing does not
-                # reset the connection before it read the answer; a moment at most.
-                request.settimeout(0.05)
-                request.recv(65536)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        # Past the deadline the socket is shut, so any read or write of the handler fails.
-        cutoff = threading.Timer(self._deadline, _shut, args=(request,))
+class _Connection(cheroot_server.HTTPConnection):
+    """One connection's turn on a worker: one request, within the total deadline."""
+
+    def communicate(self) -> bool:
+        listener = cast(_Server, self.server)
+        # Past the deadline the socket is shut, so any read or write of the request fails.
+        cutoff = threading.Timer(listener.deadline, _shut, args=(self.socket,))
         cutoff.daemon = True
         cutoff.start()
         try:
-            super().process_request_thread(request, client_address)
+            return bool(super().communicate())  # type: ignore[no-untyped-call]
         finally:
             cutoff.cancel()
-            self._slots.release()
+            listener.slots.release()
+
+
+class _Server(wsgi.Server):
+    """cheroot's WSGI server with a worker per slot and the 503 for connections beyond them."""
+
+    ConnectionClass = _Connection
+    #: How often the accepting thread wakes up between connections, so how soon stop() returns
+    #: (it waits for that thread); twenty idle wake-ups a second cost nothing measurable.
+    expiration_interval = 0.05
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: _App,
+        *,
+        max_connections: int,
+        deadline: float,
+        name: str,
+    ) -> None:
+        super().__init__(
+            address,
+            _WsgiApp(app),
+            numthreads=max_connections,
+            max=max_connections,
+            server_name="kapsa",
+            timeout=REQUEST_TIMEOUT,
+            shutdown_timeout=STOP_GRACE,
+        )
+        self.gateway = _Gateway
+        self.max_request_header_size = MAX_HEADER_BYTES
+        self.slots = threading.BoundedSemaphore(max_connections)
+        self.deadline = deadline
+        self.name = name
+
+    def process_conn(self, conn: cheroot_server.HTTPConnection) -> None:
+        """To a worker if a slot is free (it gives the slot back); else 503 now, from here.
+
+        Called for each new connection and for each kept-alive one that sent another request,
+        on the thread that accepts them, so the refusal must be quick.
+        """
+        if self.slots.acquire(blocking=False):
+            super().process_conn(conn)
+            return
+        request = conn.socket
+        try:
+            request.settimeout(1.0)
+            request.sendall(_BUSY)
+            # Take in the request line the client is sending, so that closing does not
+            # reset the connection before it read the answer; a moment at most.
+            request.settimeout(0.05)
+            request.recv(65536)
+        except OSError:
+            pass
+        conn.close()
+
+    def error_log(self, msg: str = "", level: int = logging.INFO, traceback: bool = False) -> None:
+        # cheroot would print to stderr. A client gone mid-answer is routine (INFO or less);
+        # its own errors are worth a line, the routes' are caught and logged by _App.
+        shown = logging.WARNING if level >= logging.ERROR else logging.DEBUG
+        log.log(shown, "%s: %s", self.name, msg, exc_info=traceback)
 
 
 def _shut(connection: socket.socket) -> None:
@@ -253,12 +331,15 @@ class _App:
                 allowed, handler = "GET", lambda: self._metrics(request)
             case ("webhooks", project):
                 allowed, handler = "POST", lambda: self._webhooks.handle(project, request=request)
-            case ("api", "v1", "history", project):
-                allowed, handler = "GET", lambda: self._ledger_api.history(project, query=query)
-            case ("api", "v1", "deployments", project, env):
-                allowed, handler = "GET", lambda: self._ledger_api.deployments(project, env=env)
-            case ("api", "v1", "at", project, env):
-                allowed, handler = "GET", lambda: self._ledger_api.at(project, env=env, query=query)
+            case ("api", *_):
+                found = openapi.match(request.segments)
+                if found is None:
+                    return error(HTTPStatus.NOT_FOUND, "no such path")
+                operation, path = found
+                allowed, handler = (
+                    "GET",
+                    lambda: self._ledger_api.serve(operation, path=path, query=query),
+                )
             case _:
                 return error(HTTPStatus.NOT_FOUND, "no such path")
         if method != allowed:
@@ -297,26 +378,28 @@ def _access(segments: tuple[str, ...]) -> Access | None:
 
 
 class _Listener:
-    """One bound socket and the thread serving it."""
+    """One bound socket and the thread accepting on it."""
 
     def __init__(self, *, host: str, port: int, app: _App, max_connections: int, deadline: float):
         self.host = host
+        self.server = _Server(
+            (host, port),
+            app,
+            max_connections=max_connections,
+            deadline=deadline,
+            name=f"http:{port}",
+        )
         try:
-            self.server = _Server(
-                (host, port), app, max_connections=max_connections, deadline=deadline
-            )
+            self.server.prepare()
         except OSError as exc:
             raise KapsaError(f"cannot listen on {host}:{port}: {exc}") from exc
-        # How soon stop() returns; twenty idle wake-ups a second cost nothing measurable.
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name=f"http:{port}", kwargs={"poll_interval": 0.05}
-        )
+        self.thread = threading.Thread(target=self.server.serve, name=f"http:{self.port}")
         self.thread.daemon = True
         self.thread.start()
 
     @property
     def port(self) -> int:
-        return int(self.server.server_address[1])
+        return int(self.server.bind_addr[1])
 
     @property
     def url(self) -> str:
@@ -324,8 +407,7 @@ class _Listener:
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.thread.join()
 
 

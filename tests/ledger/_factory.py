@@ -12,11 +12,18 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def entry(**fields: Any) -> Entry:
-    """An Environment `web-prod` of Project `web` moving Pending -> Building, unless overridden."""
+    """An Environment `web-prod` of Project `web` moving Pending -> Building, unless overridden.
+
+    Written where the operator writes it unless `namespace` is given: an Environment's row in
+    its Project's namespace, a Project's row (cluster-scoped) with none.
+    """
+    project = fields.get("project", "web")
+    kind = fields.get("kind", "Environment")
+    fields.setdefault("namespace", None if kind == "Project" else project)
     base = Entry(
         at=T0,
         kind="Environment",
-        namespace="team-a",
+        namespace="web",
         name="web-prod",
         project="web",
         uid="uid-web-prod",
@@ -56,3 +63,29 @@ def append_web_history(ledger: Ledger) -> None:
         )
     )
     ledger.append(entry(name="web-staging", uid="uid-staging", at=minutes(40)))
+
+
+def append_forged_web_rows(ledger: Ledger) -> list[Entry]:
+    """Rows an Environment in another team's namespace wrote while claiming Project `web`
+    (`spec.project: web`), as the operator did before it refused such claims: running another
+    image under web's name, and a `web-prod` of its own shadowing web's."""
+    forged = [
+        entry(namespace="team-b", name="web-prod", uid="uid-forged", seq=1, at=minutes(3)),
+        entry(
+            namespace="team-b",
+            name="web-prod",
+            uid="uid-forged",
+            seq=2,
+            to_state="Running",
+            image="evil.example/x@sha256:6666",
+            at=minutes(5),
+        ),
+        entry(namespace="team-b", name="sneaky", uid="uid-sneaky", at=minutes(6)),
+        # An Environment row without a namespace can have come from no Environment.
+        entry(namespace=None, name="web-prod", uid="uid-nowhere", at=minutes(7)),
+        # A "Project" row for web from a namespace: Projects are cluster-scoped.
+        entry(kind="Project", namespace="team-b", name="web", uid="uid-fake-web", at=minutes(8)),
+    ]
+    for row in forged:
+        ledger.append(row)
+    return forged

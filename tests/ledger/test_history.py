@@ -8,7 +8,7 @@ import pytest
 
 from kapsa.errors import LedgerError
 from kapsa.ledger import Entry, Ledger
-from tests.ledger._factory import entry, minutes
+from tests.ledger._factory import append_forged_web_rows, entry, minutes
 
 
 def test_an_appended_transition_comes_back_whole(ledger: Ledger) -> None:
@@ -17,7 +17,6 @@ def test_an_appended_transition_comes_back_whole(ledger: Ledger) -> None:
         image="registry.local/web@sha256:abc",
         generation=7,
         source="webhook",
-        namespace=None,
     )
 
     assert ledger.append(written) is True
@@ -100,6 +99,43 @@ def test_history_of_an_environment_is_only_that_environment(ledger: Ledger) -> N
         rows["prod-later"],
     ]
     assert ledger.history(project="web", environment="web-missing") == []
+
+
+# -- scoped by namespace (issue #14, attack 2) ------------------------------------------------
+
+
+def test_rows_of_environments_outside_the_projects_namespace_are_not_its_history(
+    ledger: Ledger,
+) -> None:
+    rows = _project_with_two_environments(ledger)
+    append_forged_web_rows(ledger)
+    own = [rows["project"], rows["prod"], rows["staging"], rows["prod-later"]]
+
+    assert ledger.history(project="web") == own
+    assert ledger.history(project="web", limit=10) == own
+    assert ledger.history(project="web", since=minutes(2), until=minutes(9)) == own[2:]
+    assert ledger.history(project="web", environment="web-prod") == [
+        rows["prod"],
+        rows["prod-later"],
+    ]
+    assert ledger.history(project="web", environment="sneaky") == []
+
+
+def test_a_forged_environment_never_shows_in_deployments_at_or_last_moves(
+    ledger: Ledger,
+) -> None:
+    ledger.append(entry(seq=1, to_state="Running", image="registry.local/web@1", at=minutes(1)))
+    append_forged_web_rows(ledger)
+
+    [only] = ledger.deployments(project="web", environment="web-prod")
+    assert (only.image, only.ended) == ("registry.local/web@1", None)
+    running = ledger.at(project="web", environment="web-prod", when=minutes(10))
+    assert running is not None
+    assert running.image == "registry.local/web@1"
+    last = ledger.last_move_to(project="web", environment="web-prod", state="Running")
+    assert last is not None
+    assert last.uid == "uid-web-prod"
+    assert ledger.last_move_to(project="web", environment="sneaky", state="Building") is None
 
 
 def test_since_and_until_are_inclusive_bounds(ledger: Ledger) -> None:

@@ -16,7 +16,14 @@ from typer.testing import CliRunner, Result
 from kapsa.cli import app, commands  # noqa: F401  (registers the sub-commands, as `kapsa` does)
 from kapsa.ledger import Ledger
 from kapsa.web import WebServer
-from tests.ledger._factory import IMG1, IMG2, append_web_history, entry, minutes
+from tests.ledger._factory import (
+    IMG1,
+    IMG2,
+    append_forged_web_rows,
+    append_web_history,
+    entry,
+    minutes,
+)
 from tests.web.conftest import FakeOperator, serve
 
 
@@ -25,6 +32,7 @@ def ledger_file(tmp_path: Path) -> Iterator[str]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     with Ledger.open(url) as ledger:
         append_web_history(ledger)
+        append_forged_web_rows(ledger)
         ledger.append(entry(project="other", name="other-prod", uid="uid-other", at=minutes(5)))
     yield url
 
@@ -109,6 +117,9 @@ def test_at_tells_what_ran_then(api: WebServer) -> None:
         # (spans longer than ten years are read as ten years: kapsa.api.common.parse_duration).
         ("history/web", {"until": "0001-01-01T00:00:00+14:00"}, "until: not a time"),
         ("at/web/web-prod", {}, "give ?time="),
+        # An empty value is a mistake (a script's unset variable), not "all of it".
+        ("history/web", {"since": ""}, "since: empty; leave it out instead"),
+        ("at/web/web-prod", {"time": ""}, "time: empty"),
         ("history/Web_App", {}, "not a Kubernetes object name"),
     ],
 )
@@ -164,6 +175,41 @@ def test_history_over_http_prints_what_the_ledger_file_prints(
     # `nobody` has no history: both ways say so and exit 1.
     assert local.exit_code == (1 if query == ("nobody",) else 0), local.output
     assert remote.exit_code == local.exit_code, remote.output
+    assert remote.output == local.output
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        ("web", "-o", "json"),
+        ("web", "--env", "web-prod", "-o", "json"),
+        ("web", "--env", "web-prod", "--deployments", "-o", "json"),
+        ("web", "--env", "web-prod", "--at", "2025-03-01T12:06:00Z", "-o", "json"),
+        ("web", "--env", "sneaky", "-o", "json"),
+    ],
+    ids=" ".join,
+)
+def test_rows_of_environments_claiming_the_project_from_elsewhere_are_read_by_no_one(
+    api: WebServer, ledger_file: str, query: tuple[str, ...]
+) -> None:
+    """Attack 2's leftovers: rows written for Environments outside namespace `web` that named
+    Project web. Neither the file, nor the server, nor the HTTP API hands them out."""
+    local = kapsa("history", *query, "--ledger", ledger_file)
+    remote = kapsa("history", *query, "--server", api.internal_url)
+    args = dict(zip(query[1::2], query[2::2], strict=False))
+    if "--at" in args:
+        path, params = "at/web/web-prod", {"time": args["--at"]}
+    elif "--deployments" in query:
+        path, params = "deployments/web/web-prod", {}
+    else:
+        path, params = "history/web", {"env": args["--env"]} if "--env" in args else {}
+    answer = get(api, path, **params)
+
+    assert answer.status_code == 200
+    for output in (local.output, remote.output, answer.text):
+        assert "team-b" not in output
+        assert "uid-forged" not in output and "uid-nowhere" not in output
+        assert "evil.example" not in output
     assert remote.output == local.output
 
 
