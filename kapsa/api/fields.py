@@ -39,6 +39,7 @@ EXAMPLE_SPEC: dict[str, Any] = {
         "registryRef": {"name": "harbor"},
         "repository": "myapp/api",
         "dockerfile": "Dockerfile",
+        "context": ".",
     },
     "domainPoolRef": {"name": "apps"},
     "app": {
