@@ -153,6 +153,11 @@ class Operator:
             self.queue.add(("Environment", name, env["metadata"]["name"]))
         if event == "DELETED":
             self.scheduler.forget(name)
+            # A Project refused another's repository may take it now (tenancy.repository_owner).
+            registry = obj["spec"]["build"]["registryRef"]["name"]
+            for other in self.caches[PROJECT].items():
+                if other["spec"]["build"]["registryRef"]["name"] == registry:
+                    self.queue.add(("Project", other["metadata"]["name"]))
         else:
             interval = parse_duration(
                 obj["spec"]["source"].get("pollInterval", "5m"),

@@ -209,6 +209,17 @@ class ProjectReconciler:
                 "Ready", False, "RegistryNotFound", f"Registry {registry_name} does not exist"
             )
             return None
+        owner = tenancy.repository_owner(obj, ctx.caches[PROJECT].items())
+        if owner is not None:
+            draft.condition(
+                "Ready",
+                False,
+                "RepositoryTaken",
+                f"repository {spec['build']['repository']} of Registry {registry_name} belongs "
+                f"to Project {owner} (a repository and everything under it is one Project's); "
+                "choose another build.repository",
+            )
+            return None
         self.quota.ensure(obj, namespace=namespace)
         try:
             tenancy.git_secret(ctx, obj)

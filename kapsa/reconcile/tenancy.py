@@ -12,6 +12,9 @@ operator checks before acting on it with its own, wider, rights:
 - An Environment is reconciled only inside its Project's namespace and only while that Project
   (by uid) owns it; anything else is refused with a condition and never touches the Project's
   hosts, images or history.
+- An image repository belongs to the first Project that named it (oldest first, then by name),
+  with everything under it (`<repository>/...`, where its build cache lives): a Project naming
+  a repository of another's, in the same Registry, is refused and builds nothing.
 """
 
 from __future__ import annotations
@@ -273,3 +276,22 @@ def _same_condition(status: JSON, *, reason: str, message: str) -> bool:
         and c.get("message") == message
         for c in status.get("conditions", [])
     )
+
+
+def _nested(one: str, other: str) -> bool:
+    return one == other or one.startswith(other + "/") or other.startswith(one + "/")
+
+
+def repository_owner(project: JSON, projects: list[JSON]) -> str | None:
+    """The Project that owns the repository `project` names, when it is another one."""
+    build = project["spec"]["build"]
+    mine = (project["metadata"].get("creationTimestamp") or "", project["metadata"]["name"])
+    for other in projects:
+        theirs = (other["metadata"].get("creationTimestamp") or "", other["metadata"]["name"])
+        if theirs >= mine or other["metadata"].get("deletionTimestamp"):
+            continue
+        if other["spec"]["build"]["registryRef"]["name"] != build["registryRef"]["name"]:
+            continue
+        if _nested(other["spec"]["build"]["repository"], build["repository"]):
+            return str(other["metadata"]["name"])
+    return None

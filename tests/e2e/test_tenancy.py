@@ -428,6 +428,36 @@ def test_a_repository_with_a_million_refs_is_refused_and_other_projects_keep_pol
     _report(3, "10,001 branches", refused_as="ListingTooLarge")
 
 
+def test_a_project_cannot_push_to_another_projects_repository(
+    control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
+) -> None:
+    """A team naming another team's `build.repository` would swap the images it runs."""
+    owner = "repo-owner"
+    commit, before = _running(control_plane, git_server, operator, owner)
+    thief = "repo-thief"
+    git_server.create_repo(thief, files=APP)
+    manifest = yaml.safe_load(
+        project_yaml(name=thief, url=git_server.url_for(thief), environments=ENVS)
+    )
+    manifest["spec"]["build"]["repository"] = f"apps/{owner}"
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    refused = wait_until(
+        lambda: (
+            (found := condition(get(control_plane, "project", thief), "Ready"))
+            and found.get("reason") == "RepositoryTaken"
+            and found
+        ),
+        timeout=30,
+        message=lambda: f"{thief} refused\n{operator.tail()}",
+    )
+    assert f"belongs to Project {owner}" in refused["message"]
+    assert get(control_plane, "-n", thief, "images.kpack.io")["items"] == []  # nothing built
+    # The owner's environment is untouched: same commit, same Deployment.
+    assert status_of(control_plane, "-n", owner, "environment", "dev")["commit"] == commit
+    assert _version(control_plane, owner, "deployment", "dev") == before
+    _report(10, f"build.repository apps/{owner} of another Project", refused_as="RepositoryTaken")
+
+
 def test_the_operators_git_runs_where_it_cannot_open_the_token(
     control_plane: ControlPlane, git_server: GitServer, operator: OperatorProcess
 ) -> None:
