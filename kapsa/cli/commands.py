@@ -1,6 +1,7 @@
 """Imports every sub-command module so that each registers itself on the app."""
 
 from kapsa.cli import (
+    buildlogs,  # noqa: F401
     crds,  # noqa: F401
     diagram,  # noqa: F401
     history,  # noqa: F401

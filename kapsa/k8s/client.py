@@ -131,6 +131,23 @@ class Kube:
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from error
         return _decode(response.status, response.data)
 
+    def text(self, path: str, *, query: Mapping[str, str] | None = None) -> str:
+        """A GET whose answer is text, not JSON: a container's log (`.../pods/<name>/log`)."""
+        self.requests["GET"] = self.requests.get("GET", 0) + 1
+        try:
+            response = self._pool.request(
+                "GET",
+                self.host + path + (f"?{urlencode(query)}" if query else ""),
+                headers=self._headers,
+                timeout=urllib3.Timeout(connect=5.0, read=60.0),
+                retries=False,
+            )
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(status=0, reason="Unreachable", message=str(error)) from error
+        if not 200 <= response.status < 300:
+            _decode(response.status, response.data)  # raises the API's error
+        return bytes(response.data).decode("utf-8", "replace")
+
     def stream(self, path: str, *, query: Mapping[str, str], timeout: float) -> Iterator[JSON]:
         """The events of one watch request, one JSON object per line."""
         self.requests["WATCH"] = self.requests.get("WATCH", 0) + 1

@@ -10,6 +10,7 @@ build reported in its termination message.
 from __future__ import annotations
 
 import secrets
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,7 @@ from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.githttp import GitHttpServer
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
+from kapsa.sandbox.stack import KAPSA
 from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
     SAMPLE_APP,
@@ -66,6 +68,16 @@ def _apply(
         ),
     )
     return commit
+
+
+def _kapsa(control_plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [KAPSA, *args, "--kubeconfig", str(control_plane.kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def _build_pod(control_plane: ControlPlane, namespace: str, job: dict) -> dict:
@@ -160,6 +172,18 @@ def test_a_failing_run_step_keeps_the_last_good_image_and_names_the_step(
     assert dev["image"] == image
     assert dev["phase"] == "Running"
     serves(control_plane, name, "dev", f"Hello from Kapsa\ncommit: {good}\n")
+
+    # The whole log, while the Job's pod is kept: the newest build, or one commit's.
+    newest = _kapsa(control_plane, "logs", name, "--build")
+    assert newest.returncode == 0, newest.stderr
+    assert "STEP 4/6: RUN echo compiling the assets && exit 3" in newest.stdout
+    assert "STEP 1/6: FROM" in newest.stdout  # from the start, not the tail
+    first = _kapsa(control_plane, "logs", name, good[:8], "--build")
+    assert first.returncode == 0, first.stderr
+    assert "Successfully tagged" in first.stdout
+    missing = _kapsa(control_plane, "logs", name, "0000000", "--build")
+    assert missing.returncode == 1
+    assert "no Dockerfile build of commit 0000000" in missing.stderr
 
 
 @pytest.fixture
