@@ -7,6 +7,10 @@ of the manifest it pushed (`--digestfile`) to the container's termination messag
 reads it from the Job's pod: the image an environment runs is the one this build pushed,
 whatever the per-commit tag names by the time anyone looks.
 
+Every step's layer is pushed to a cache repository under the Project's own (`--cache-to`) and
+looked up there by the next build (`--cache-from`): a pod starts with empty storage, so this is
+how a one-line change rebuilds only the steps after it.
+
 A failing build writes the step it failed at and the last lines of its log as the termination
 message instead, which becomes the Project's BuildSucceeded message.
 """
@@ -26,6 +30,9 @@ GIT_CREDENTIALS = "/kapsa/git"
 REGISTRY_AUTH = "/kapsa/registry"
 WORKSPACE = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"
+#: The repository below a Project's own where buildah keeps the layers of its steps: a new
+#: pod starts with empty storage, so a step is reused only when its layer is in the registry.
+CACHE = "buildcache"
 #: A build that runs longer is stopped and fails (DeadlineExceeded).
 DEADLINE_SECONDS = 30 * 60
 #: Lines of the log a failed build's message carries.
@@ -70,7 +77,8 @@ echo "STEP 0: clone $KAPSA_COMMIT" > "$log"
 } >> "$log" 2>&1 || fail
 cd /workspace
 buildah bud --isolation=chroot --storage-driver=vfs --authfile=/kapsa/registry/config.json \
-    --tls-verify="$KAPSA_TLS_VERIFY" --layers -f "$KAPSA_DOCKERFILE" -t "$KAPSA_IMAGE" \
+    --tls-verify="$KAPSA_TLS_VERIFY" --layers --cache-from="$KAPSA_CACHE" \
+    --cache-to="$KAPSA_CACHE" -f "$KAPSA_DOCKERFILE" -t "$KAPSA_IMAGE" \
     -- "$KAPSA_CONTEXT" 2>&1 | tee -a "$log" || fail
 echo "STEP push: $KAPSA_IMAGE" >> "$log"
 buildah push --storage-driver=vfs --authfile=/kapsa/registry/config.json \
@@ -117,6 +125,7 @@ class DockerfileBuilder:
             "KAPSA_DOCKERFILE": request.dockerfile,
             "KAPSA_CONTEXT": request.context,
             "KAPSA_IMAGE": request.tag,
+            "KAPSA_CACHE": cache_repository(request),
             "KAPSA_TLS_VERIFY": "false" if request.insecure_registry else "true",
             "KAPSA_LOG_LINES": str(LOG_LINES),
         }
@@ -219,6 +228,12 @@ class DockerfileBuilder:
                     message=failure_message(condition, pod),
                 )
         return BuildResult(state=BuildState.RUNNING, commit=commit)
+
+
+def cache_repository(request: BuildRequest) -> str:
+    """Where a Project's builds keep their layers for the next build: under its repository,
+    which it owns with everything below it (kapsa.reconcile.tenancy.repository_owner)."""
+    return f"{request.repository_ref}/{CACHE}"
 
 
 def termination_message(pod: dict[str, Any] | None) -> str:
