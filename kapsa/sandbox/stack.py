@@ -331,13 +331,22 @@ def start_simulators(
 # -- the sample application ----------------------------------------------------------------------
 
 
-def sample_files() -> dict[str, str]:
-    """The sample app's files, as its first commit holds them."""
-    return {
+#: Written as the sample app's `Dockerfile` where Dockerfile builds can run (a real node).
+DOCKERFILE_TEMPLATE = "Dockerfile.template"
+
+
+def sample_files(*, base_image: str | None = None) -> dict[str, str]:
+    """The sample app's files, as its first commit holds them; with a Dockerfile FROM
+    `base_image` when given (the Project still builds with buildpacks until switched)."""
+    files = {
         path.relative_to(SAMPLE_APP).as_posix(): path.read_text(encoding="utf-8")
         for path in sorted(SAMPLE_APP.rglob("*"))
         if path.is_file() and "__pycache__" not in path.parts
     }
+    template = files.pop(DOCKERFILE_TEMPLATE)
+    if base_image is not None:
+        files["Dockerfile"] = template.replace("{base}", base_image)
+    return files
 
 
 def sample_project(*, git_url: str, platform: Platform, name: str = "hello") -> JSON:
@@ -369,7 +378,8 @@ def sample_project(*, git_url: str, platform: Platform, name: str = "hello") -> 
     spec = project["spec"]
     spec["source"] = {"git": {"url": git_url}, "pollInterval": SAMPLE_POLL}
     spec["build"]["registryRef"] = {"name": platform.registry}
-    spec["build"].pop("strategy", None)
+    # Buildpacks until the developer switches: the repository holds a Dockerfile too.
+    spec["build"]["strategy"] = "buildpacks"
     spec["domainPoolRef"] = {"name": platform.domain_pool}
     for environment in spec.get("environments", []):
         environment.pop("secretRefs", None)
@@ -731,6 +741,36 @@ class Stack:
             self.stop()
             raise
 
+    def _start_sources(self, plane: ControlPlane, progress: Progress) -> list[str]:
+        """The git server with the sample app and the registry, and what the operator needs
+        to build on this node: returns its flags."""
+        git = GitServer(self.run_dir / "git").start()
+        self.git_server = git
+        registry = RegistryServer(
+            workdir=self.run_dir / "registry", username="kapsa", password=secrets.token_urlsafe(18)
+        )
+        registry.start()
+        self.registry_server = registry
+        operator_flags = ["--no-leader-elect"]
+        base_image = None
+        if plane.node is not None:
+            assert git.port is not None
+            plane.node.trust_registry(port=registry.port, tls=registry.tls)
+            # Build pods share the node's network, where these ports answer as on the host.
+            plane.node.expose(git.port)
+            images = push_build_images(registry)
+            base_image = images.base
+            operator_flags += ["--builder-image", images.builder, "--build-host-network"]
+        progress(f"registry: docker-registry at {registry.url} (htpasswd login)")
+        commit = git.create_repo(self.project_name, files=sample_files(base_image=base_image))
+        progress(
+            f"git server: {git.url_for(self.project_name)} holds the sample app at {commit[:7]}: "
+            "a Procfile, built with buildpacks"
+            + (", and a Dockerfile for buildah (switch: docs/quickstart.md)" if base_image else "")
+        )
+
+        return operator_flags
+
     def _start(self, progress: Progress) -> None:
         if self.run_dir.exists():
             shutil.rmtree(self.run_dir)
@@ -758,27 +798,9 @@ class Stack:
         progress("control plane: Kapsa's CRDs and the kpack and cert-manager kinds installed")
         self.kube = Kube.from_kubeconfig(str(plane.kubeconfig))
 
-        git = GitServer(self.run_dir / "git").start()
-        self.git_server = git
-        commit = git.create_repo(self.project_name, files=sample_files())
-        progress(
-            f"git server: {git.url_for(self.project_name)} holds the sample app "
-            f"(a Procfile, built with buildpacks) at {commit[:7]}"
-        )
-
-        registry = RegistryServer(
-            workdir=self.run_dir / "registry", username="kapsa", password=secrets.token_urlsafe(18)
-        )
-        registry.start()
-        self.registry_server = registry
-        operator_flags = ["--no-leader-elect"]
-        if plane.node is not None:
-            plane.node.trust_registry(port=registry.port, tls=registry.tls)
-            # Build pods share the node's network, where these ports answer as on the host.
-            plane.node.expose(git.port or 0)
-            images = push_build_images(registry)
-            operator_flags += ["--builder-image", images.builder, "--build-host-network"]
-        progress(f"registry: docker-registry at {registry.url} (htpasswd login)")
+        operator_flags = self._start_sources(plane, progress)
+        git, registry = self.git_server, self.registry_server
+        assert git is not None and registry is not None
 
         self.simulators = start_simulators(
             self.kube,
@@ -799,7 +821,7 @@ class Stack:
             progress(
                 "Dockerfile builds: real, buildah in a Job on the node; the builder image is "
                 "assembled from this machine's buildah and git, with busybox as a base for FROM "
-                f"({images.base})"
+                "(kapsa/busybox:1 in the registry)"
             )
         else:
             progress("Dockerfile builds: not without a node (their Jobs would never start)")

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from kapsa.k8s.client import Kube
 from kapsa.sandbox.gitserver import GitServer
-from kapsa.sandbox.stack import SandboxState, command_line
+from kapsa.sandbox.stack import SandboxState, app_answer, command_line
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.cluster
@@ -190,6 +191,49 @@ def test_tour_shows_what_kapsa_does_at_each_step(sandbox: Sandbox) -> None:
             "-n", state.namespace, "get", "environment", "prod", "-o", "jsonpath={.status.commit}"
         )[:7]
         == first
+    )
+
+
+def test_the_sample_app_switched_to_its_dockerfile_is_built_by_buildah_and_answers_the_same(
+    sandbox: Sandbox,
+) -> None:
+    """docs/quickstart.md's switch: one patch, the same commit built in a Job with buildah."""
+    state = sandbox.state
+    namespace = state.namespace
+    image_of_dev = partial(
+        sandbox.kubectl,
+        "-n",
+        namespace,
+        "get",
+        "environment",
+        "dev",
+        "-o",
+        "jsonpath={.status.image}",
+    )
+    before = image_of_dev()
+    sandbox.kubectl(
+        "patch", "project", state.project, "--type=merge",
+        "-p", '{"spec":{"build":{"strategy":"dockerfile"}}}',
+    )  # fmt: skip
+    wait_until(lambda: image_of_dev() != before, timeout=300, message="dev on the buildah image")
+    jobs = sandbox.kubectl(
+        "-n", namespace, "get", "jobs", "-o", "jsonpath={.items[*].metadata.name}"
+    )
+    assert jobs.split(), "no build Job"
+    logs = sandbox.kubectl("-n", namespace, "logs", f"job/{jobs.split()[-1]}")
+    assert 'RUN echo "built by buildah" > built-by.txt' in logs
+    commit = sandbox.kubectl(
+        "-n", namespace, "get", "environment", "dev", "-o", "jsonpath={.status.commit}"
+    )
+    kube = Kube.from_kubeconfig(state.kubeconfig)
+    assert state.node_netns, "the sandbox runs a real node here"
+    wait_until(
+        lambda: (
+            f"commit: {commit}"
+            in app_answer(kube, netns=state.node_netns, namespace=namespace, environment="dev")
+        ),
+        timeout=60,
+        message="dev answering with its commit",
     )
 
 
