@@ -26,6 +26,8 @@ class BuildRequest:
     owner: dict[str, Any]
     registry_secret: str
     """The Secret (docker config) a Dockerfile build pushes and pulls with."""
+    registry_ca_key: str | None = None
+    """The key of that Secret holding the registry's private CA, if it has one."""
     preview: bool = False
     trigger: str | None = None
     """A manual rebuild token: changing it asks for the same commit to be built again."""

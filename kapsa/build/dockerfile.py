@@ -77,12 +77,14 @@ echo "STEP 0: clone $KAPSA_COMMIT" > "$log"
 } >> "$log" 2>&1 || fail
 cd /workspace
 buildah bud --isolation=chroot --storage-driver=vfs --authfile=/kapsa/registry/config.json \
-    --tls-verify="$KAPSA_TLS_VERIFY" --layers --cache-from="$KAPSA_CACHE" \
+    --tls-verify="$KAPSA_TLS_VERIFY" ${KAPSA_CERT_DIR:+--cert-dir="$KAPSA_CERT_DIR"} \
+    --layers --cache-from="$KAPSA_CACHE" \
     --cache-to="$KAPSA_CACHE" -f "$KAPSA_DOCKERFILE" -t "$KAPSA_IMAGE" \
     -- "$KAPSA_CONTEXT" 2>&1 | tee -a "$log" || fail
 echo "STEP push: $KAPSA_IMAGE" >> "$log"
 buildah push --storage-driver=vfs --authfile=/kapsa/registry/config.json \
-    --tls-verify="$KAPSA_TLS_VERIFY" --digestfile=/dev/termination-log \
+    --tls-verify="$KAPSA_TLS_VERIFY" ${KAPSA_CERT_DIR:+--cert-dir="$KAPSA_CERT_DIR"} \
+    --digestfile=/dev/termination-log \
     -- "$KAPSA_IMAGE" "docker://$KAPSA_IMAGE" 2>&1 | tee -a "$log" || fail
 """
 
@@ -127,6 +129,8 @@ class DockerfileBuilder:
             "KAPSA_IMAGE": request.tag,
             "KAPSA_CACHE": cache_repository(request),
             "KAPSA_TLS_VERIFY": "false" if request.insecure_registry else "true",
+            # buildah trusts the *.crt files of --cert-dir for the registry it talks to.
+            "KAPSA_CERT_DIR": f"{REGISTRY_AUTH}/certs" if request.registry_ca_key else "",
             "KAPSA_LOG_LINES": str(LOG_LINES),
         }
         volumes: list[dict[str, Any]] = [
@@ -134,7 +138,14 @@ class DockerfileBuilder:
                 "name": "registry",
                 "secret": {
                     "secretName": request.registry_secret,
-                    "items": [{"key": ".dockerconfigjson", "path": "config.json"}],
+                    "items": [
+                        {"key": ".dockerconfigjson", "path": "config.json"},
+                        *(
+                            [{"key": request.registry_ca_key, "path": "certs/ca.crt"}]
+                            if request.registry_ca_key
+                            else []
+                        ),
+                    ],
                     "defaultMode": 0o400,
                 },
             }

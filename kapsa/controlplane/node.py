@@ -11,6 +11,7 @@ the node, or a crash and the next run's sweep, removes all of it. The recipe and
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -187,6 +188,19 @@ class Node:
             lines.append(f'  ca = "{ca}"')
         (folder / "hosts.toml").write_text("\n".join(lines) + "\n")
         self.expose(port)
+
+    def pull_credentials(self, *, server: str, username: str, password: str) -> None:
+        """Credentials the kubelet pulls from `server` with for every pod, as a node of a real
+        cluster holds for its platform's own images: the docker config in its root dir.
+
+        `server` may carry a path (`host:port/kapsa/builder`): the kubelet then uses them only
+        for images below it.
+        """
+        auth = base64.b64encode(f"{username}:{password}".encode()).decode()
+        path = self._record.rundir / "kubelet" / "config.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"auths": {server: {"auth": auth}}}))
+        path.chmod(0o600)
 
     def expose(self, port: int) -> None:
         """Make a host loopback port answer at the same number inside the node's namespace."""

@@ -30,6 +30,8 @@ BUILDER_SA = "kapsa-builder"
 GIT_SECRET = "kapsa-git"  # noqa: S105 (a Secret's name, not a password)
 #: The Registry's credentials in the Project's namespace, as a docker config (push and pull).
 REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a password)
+#: The key of that Secret holding the CA of a registry with a private one (--registry-ca-bundle).
+REGISTRY_CA_KEY = "ca.crt"
 ANNOTATION_REBUILD = "kapsa.io/rebuild"
 
 
@@ -109,6 +111,7 @@ class Builds:
             service_account=BUILDER_SA,
             owner=manifests.owner_reference(obj),
             registry_secret=REGISTRY_SECRET,
+            registry_ca_key=REGISTRY_CA_KEY if self.ctx.settings.registry_ca_bundle else None,
             insecure_registry=bool(registry["spec"].get("insecure")),
             preview=preview,
             trigger=obj["metadata"].get("annotations", {}).get(ANNOTATION_REBUILD),

@@ -17,16 +17,25 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from kapsa.k8s import manifests
 from kapsa.k8s.client import JSON
 from kapsa.k8s.resources import SECRET, SERVICE_ACCOUNT
-from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET, REGISTRY_SECRET
+from kapsa.reconcile.builds import BUILDER_SA, GIT_SECRET, REGISTRY_CA_KEY, REGISTRY_SECRET
 from kapsa.reconcile.context import Context
 from kapsa.reconcile.tenancy import git_copy_data, git_secret
 
 PULL_SECRET = "kapsa-registry-pull"  # noqa: S105 (a Secret's name, not a password)
+
+
+def registry_ca(ctx: Context) -> str:
+    """The operator's --registry-ca-bundle, base64 as a Secret holds it; empty without one."""
+    path = ctx.settings.registry_ca_bundle
+    if not path:
+        return ""
+    return base64.b64encode(Path(path).read_bytes()).decode()
 
 
 class BuildIdentity:
@@ -41,7 +50,9 @@ class BuildIdentity:
         ref = registry["spec"]["credentialsSecretRef"]
         push = ctx.secret(ref["name"], ref.get("namespace"))
         git = git_secret(ctx, project)  # refused before this point when not the Project's
-        key = "/".join([project["metadata"]["uid"], *(_version(s) for s in (push, git))])
+        key = "/".join(
+            [project["metadata"]["uid"], *(_version(s) for s in (push, git)), registry_ca(ctx)]
+        )
         with self._lock:
             accounts = ctx.caches[SERVICE_ACCOUNT]
             if (
@@ -57,13 +68,15 @@ class BuildIdentity:
             if push.get("type") != "kubernetes.io/dockerconfigjson":
                 data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
             server = registry["spec"]["server"]
+            ca = registry_ca(ctx)
             ctx.kube.apply(
                 SECRET,
                 _copy(
                     REGISTRY_SECRET,
                     namespace,
                     owner,
-                    data=data,
+                    # Dockerfile builds trust the registry's private CA from the same Secret.
+                    data={**data, REGISTRY_CA_KEY: ca} if ca else data,
                     type_="kubernetes.io/dockerconfigjson",
                     annotations={"kpack.io/docker": server},
                 ),

@@ -54,6 +54,13 @@ def platform(
     assert git_server.port is not None
     control_plane.node.expose(git_server.port)
     images = stack.push_build_images(registry_server)
+    # The builder image is the platform's: every node may pull it, whatever a Project's Registry
+    # (only it: the kubelet matches this path, so apps still pull with their own secret).
+    control_plane.node.pull_credentials(
+        server=f"{registry_server.server}/kapsa/builder",
+        username=registry_server.username,
+        password=registry_server.password,
+    )
     kube = Kube.from_kubeconfig(str(control_plane.kubeconfig))
     simulators = stack.start_simulators(
         kube, registry_server=registry_server, git_server=git_server, node=True, fail=build_policy
@@ -99,3 +106,44 @@ def operator(
     yield process
     remove_all_projects(control_plane, process)
     process.stop()
+
+
+@pytest.fixture
+def untrusted_registry(
+    control_plane: ControlPlane,
+    tls_registry_server: RegistryServer,
+    platform: Platform,
+) -> Iterator[str]:
+    """A Registry whose CA the operator and the builder trust but the node does not."""
+    tls = tls_registry_server
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "create",
+        "secret",
+        "docker-registry",
+        "private-ca-push",
+        f"--docker-server={tls.server}",
+        f"--docker-username={tls.username}",
+        f"--docker-password={tls.password}",
+    )
+    control_plane.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=f"""
+apiVersion: kapsa.io/v1alpha1
+kind: Registry
+metadata: {{name: private-ca}}
+spec:
+  server: "{tls.server}"
+  credentialsSecretRef: {{name: private-ca-push, namespace: kapsa-system}}
+""",
+    )
+    platform.kpack.registries[tls.server] = tls
+    assert control_plane.node is not None
+    control_plane.node.expose(tls.port)  # reachable, but its certificate is not trusted
+    yield "private-ca"
+    del platform.kpack.registries[tls.server]
+    control_plane.kubectl("delete", "registry", "private-ca")
+    control_plane.kubectl("-n", "kapsa-system", "delete", "secret", "private-ca-push")

@@ -9,16 +9,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from kapsa.controlplane import ControlPlane
 from kapsa.errors import ControlPlaneError
 from kapsa.sandbox.gitserver import GitServer
 from kapsa.sandbox.registryserver import RegistryServer
-from tests.e2e.conftest import Platform
 from tests.e2e.harness import (
     SAMPLE_APP,
     OperatorProcess,
@@ -198,47 +194,6 @@ def test_a_probe_that_never_passes_is_reported_with_the_probes_words(
     )
     assert _ready(control_plane, name)["reason"] == "Unhealthy"
     assert "Readiness probe failed" in _failed_message(control_plane, name, operator)
-
-
-@pytest.fixture
-def untrusted_registry(
-    control_plane: ControlPlane,
-    tls_registry_server: RegistryServer,
-    platform: Platform,
-) -> Iterator[str]:
-    """A Registry whose CA the operator and the builder trust but the node does not."""
-    tls = tls_registry_server
-    control_plane.kubectl(
-        "-n",
-        "kapsa-system",
-        "create",
-        "secret",
-        "docker-registry",
-        "private-ca-push",
-        f"--docker-server={tls.server}",
-        f"--docker-username={tls.username}",
-        f"--docker-password={tls.password}",
-    )
-    control_plane.kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=f"""
-apiVersion: kapsa.io/v1alpha1
-kind: Registry
-metadata: {{name: private-ca}}
-spec:
-  server: "{tls.server}"
-  credentialsSecretRef: {{name: private-ca-push, namespace: kapsa-system}}
-""",
-    )
-    platform.kpack.registries[tls.server] = tls
-    assert control_plane.node is not None
-    control_plane.node.expose(tls.port)  # reachable, but its certificate is not trusted
-    yield "private-ca"
-    del platform.kpack.registries[tls.server]
-    control_plane.kubectl("delete", "registry", "private-ca")
-    control_plane.kubectl("-n", "kapsa-system", "delete", "secret", "private-ca-push")
 
 
 def test_an_image_the_node_cannot_pull_is_reported_with_the_pull_error(
