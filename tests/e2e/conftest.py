@@ -147,3 +147,24 @@ spec:
     del platform.kpack.registries[tls.server]
     control_plane.kubectl("delete", "registry", "private-ca")
     control_plane.kubectl("-n", "kapsa-system", "delete", "secret", "private-ca-push")
+
+
+@pytest.fixture
+def ca_trusting_operator(
+    control_plane: ControlPlane,
+    tls_registry_server: RegistryServer,
+    untrusted_registry: str,
+    tmp_path: Path,
+) -> Iterator[OperatorProcess]:
+    """An operator started with --registry-ca-bundle of the TLS registry (`untrusted_registry`,
+    whose CA the node does not trust)."""
+    assert tls_registry_server.ca_bundle is not None
+    process = OperatorProcess(
+        control_plane=control_plane,
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        workdir=tmp_path,
+        extra=["--no-leader-elect", "--registry-ca-bundle", tls_registry_server.ca_bundle],
+    ).start()
+    yield process
+    remove_all_projects(control_plane, process)
+    process.stop()

@@ -228,3 +228,36 @@ def assert_chain(steps: list[tuple[str, str, str]], *, ends: str) -> None:
     for before, after in itertools.pairwise(steps):
         assert before[1] == after[0] or after[2] == "drift_repaired", (before, after)
     assert steps[-1][1] == ends, steps
+
+
+def share_git_secret(
+    control_plane: ControlPlane,
+    *,
+    secret: str,
+    project: str,
+    username: str,
+    password: str,
+    more: dict[str, str] | None = None,
+) -> None:
+    """A basic-auth Secret in kapsa-system, shared with `project` for the test git host, as
+    docs/platform-admin.md tells an owner to share one."""
+    literals = {"username": username, "password": password, **(more or {})}
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "create",
+        "secret",
+        "generic",
+        secret,
+        "--type=kubernetes.io/basic-auth",
+        *(f"--from-literal={key}={value}" for key, value in literals.items()),
+    )
+    control_plane.kubectl(
+        "-n",
+        "kapsa-system",
+        "annotate",
+        "secret",
+        secret,
+        f"kapsa.io/shared-with-projects={project}",
+        "kapsa.io/git-host=127.0.0.1",
+    )

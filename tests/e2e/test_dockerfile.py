@@ -12,7 +12,6 @@ from __future__ import annotations
 import secrets
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -32,8 +31,8 @@ from tests.e2e.harness import (
     history,
     moves,
     project_yaml,
-    remove_all_projects,
     serves,
+    share_git_secret,
     status_of,
     wait_for_commit,
     wait_for_project_phase,
@@ -217,25 +216,8 @@ def test_a_private_repository_over_authenticated_http_builds_with_the_copied_cre
 ) -> None:
     name = "private-docked"
     secret = f"{name}-git"
-    control_plane.kubectl(
-        "-n",
-        "kapsa-system",
-        "create",
-        "secret",
-        "generic",
-        secret,
-        "--type=kubernetes.io/basic-auth",
-        f"--from-literal=username={git_http.username}",
-        f"--from-literal=password={password}",
-    )
-    control_plane.kubectl(
-        "-n",
-        "kapsa-system",
-        "annotate",
-        "secret",
-        secret,
-        f"kapsa.io/shared-with-projects={name}",
-        "kapsa.io/git-host=127.0.0.1",
+    share_git_secret(
+        control_plane, secret=secret, project=name, username=git_http.username, password=password
     )
     url = git_http.url_for(name)
     try:
@@ -270,46 +252,33 @@ def test_a_build_pushes_to_a_registry_with_a_private_ca_the_operator_was_given(
     git_server: GitServer,
     tls_registry_server: RegistryServer,
     untrusted_registry: str,
-    tmp_path: Path,
+    ca_trusting_operator: OperatorProcess,
 ) -> None:
     """--registry-ca-bundle reaches the build too: buildah pulls FROM and pushes over TLS it
     verifies against that CA (the node does not trust it, so the app's pods cannot pull)."""
-    tls = tls_registry_server
-    assert tls.ca_bundle is not None
+    tls, operator = tls_registry_server, ca_trusting_operator
     base = Image.build(layers=[busybox_userland()], entrypoint=[], cmd=["sh"])
     tls.push(base, repository="kapsa/busybox", tag="1")
-    operator = OperatorProcess(
-        control_plane=control_plane,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        workdir=tmp_path,
-        extra=["--no-leader-elect", "--registry-ca-bundle", tls.ca_bundle],
-    ).start()
-    try:
-        name = "private-ca-built"
-        commit = git_server.create_repo(
-            name, files={**SAMPLE_APP, "Dockerfile": _dockerfile(f"{tls.server}/kapsa/busybox:1")}
+    name = "private-ca-built"
+    commit = git_server.create_repo(
+        name, files={**SAMPLE_APP, "Dockerfile": _dockerfile(f"{tls.server}/kapsa/busybox:1")}
+    )
+    manifest = yaml.safe_load(
+        project_yaml(
+            name=name,
+            url=git_server.url_for(name),
+            environments=[{"name": "dev", "branch": "main"}],
         )
-        manifest = yaml.safe_load(
-            project_yaml(
-                name=name,
-                url=git_server.url_for(name),
-                environments=[{"name": "dev", "branch": "main"}],
-            )
-        )
-        manifest["spec"]["build"]["registryRef"] = {"name": untrusted_registry}
-        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
-        built = wait_until(
-            lambda: (
-                (get(control_plane, "project", name) or {}).get("status", {}).get("latestImage")
-            ),
-            timeout=BUILD,
-            message=lambda: f"{name} built\n{operator.tail()}",
-        )
-        digest = tls.digest_of(f"apps/{name}", commit[:7])
-        assert built == f"{tls.server}/apps/{name}@{digest}"
-        remove_all_projects(control_plane, operator)
-    finally:
-        operator.stop()
+    )
+    manifest["spec"]["build"]["registryRef"] = {"name": untrusted_registry}
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(manifest))
+    built = wait_until(
+        lambda: (get(control_plane, "project", name) or {}).get("status", {}).get("latestImage"),
+        timeout=BUILD,
+        message=lambda: f"{name} built\n{operator.tail()}",
+    )
+    digest = tls.digest_of(f"apps/{name}", commit[:7])
+    assert built == f"{tls.server}/apps/{name}@{digest}"
 
 
 def test_an_image_that_runs_as_root_is_refused_by_the_kubelet_with_its_reason(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 from kapsa.controlplane import ControlPlane
 from kapsa.errors import ControlPlaneError
@@ -22,7 +21,6 @@ from tests.e2e.harness import (
     condition,
     get,
     project_yaml,
-    remove_all_projects,
     serves,
     status_of,
     wait_for_commit,
@@ -201,35 +199,25 @@ def test_an_image_the_node_cannot_pull_is_reported_with_the_pull_error(
     git_server: GitServer,
     tls_registry_server: RegistryServer,
     untrusted_registry: str,
-    tmp_path: Path,
+    ca_trusting_operator: OperatorProcess,
 ) -> None:
-    assert tls_registry_server.ca_bundle is not None
-    operator = OperatorProcess(
-        control_plane=control_plane,
-        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        workdir=tmp_path,
-        extra=["--no-leader-elect", "--registry-ca-bundle", tls_registry_server.ca_bundle],
-    ).start()
-    try:
-        name = "pullfail"
-        _apply(
-            control_plane,
-            git_server,
-            name,
-            app={"port": 8080, "rolloutDeadline": "20s"},
-            registry=untrusted_registry,
-        )
-        wait_until(
-            lambda: _ready(control_plane, name).get("reason") in PULL_ERRORS,
-            timeout=90,
-            message=lambda: (
-                f"dev reporting the pull: {_ready(control_plane, name)}\n" + operator.tail()
-            ),
-        )
-        message = str(_ready(control_plane, name)["message"])
-        assert tls_registry_server.server in message
-        failed = _failed_message(control_plane, name, operator)
-        assert any(reason in failed for reason in PULL_ERRORS)
-        remove_all_projects(control_plane, operator)
-    finally:
-        operator.stop()
+    operator = ca_trusting_operator
+    name = "pullfail"
+    _apply(
+        control_plane,
+        git_server,
+        name,
+        app={"port": 8080, "rolloutDeadline": "20s"},
+        registry=untrusted_registry,
+    )
+    wait_until(
+        lambda: _ready(control_plane, name).get("reason") in PULL_ERRORS,
+        timeout=90,
+        message=lambda: (
+            f"dev reporting the pull: {_ready(control_plane, name)}\n" + operator.tail()
+        ),
+    )
+    message = str(_ready(control_plane, name)["message"])
+    assert tls_registry_server.server in message
+    failed = _failed_message(control_plane, name, operator)
+    assert any(reason in failed for reason in PULL_ERRORS)

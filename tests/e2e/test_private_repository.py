@@ -25,6 +25,7 @@ from tests.e2e.harness import (
     get,
     history,
     project_yaml,
+    share_git_secret,
     status_of,
     wait_for_commit,
     wait_for_project_phase,
@@ -71,27 +72,14 @@ def test_a_private_repository_deploys_and_a_wrong_password_only_stops_the_polls(
     secret = f"{name}-git"
     commit = git_server.create_repo(name, files=APP)
     url = git_http.url_for(name)
-    control_plane.kubectl(
-        "-n",
-        NAMESPACE,
-        "create",
-        "secret",
-        "generic",
-        secret,
-        "--type=kubernetes.io/basic-auth",
-        f"--from-literal=username={USERNAME}",
-        f"--from-literal=password={password}",
-        "--from-literal=tls.key=not-for-git",
-    )
     # kapsa-system is not the Project's namespace: the Secret's owner shares it, for this host.
-    control_plane.kubectl(
-        "-n",
-        NAMESPACE,
-        "annotate",
-        "secret",
-        secret,
-        f"kapsa.io/shared-with-projects={name}",
-        "kapsa.io/git-host=127.0.0.1",
+    share_git_secret(
+        control_plane,
+        secret=secret,
+        project=name,
+        username=USERNAME,
+        password=password,
+        more={"tls.key": "not-for-git"},
     )
     try:
         control_plane.kubectl(
