@@ -66,6 +66,7 @@ PROJECT_SPEC: dict[str, Any] = {
         "registryRef": {"name": "harbor"},
         "repository": "myapp/api",
         "dockerfile": "deploy/Dockerfile",
+        "context": "services/api",
     },
     "domainPoolRef": {"name": "apps"},
     "app": {
@@ -358,6 +359,14 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         (
             lambda s: s["build"].update(strategy="kaniko"),
             'spec.build.strategy: Unsupported value: "kaniko"',
+        ),
+        (
+            lambda s: s["build"].update(context="services/../../etc"),
+            'spec.build.context: Invalid value: "services/../../etc"',
+        ),
+        (
+            lambda s: s["build"].update(dockerfile="/etc/passwd"),
+            'spec.build.dockerfile: Invalid value: "/etc/passwd"',
         ),
         (
             lambda s: s["environments"][0].update(name="Dev_Env"),
