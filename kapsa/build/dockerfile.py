@@ -129,10 +129,11 @@ class DockerfileBuilder:
             "KAPSA_IMAGE": request.tag,
             "KAPSA_CACHE": cache_repository(request),
             "KAPSA_TLS_VERIFY": "false" if request.insecure_registry else "true",
-            # buildah trusts the *.crt files of --cert-dir for the registry it talks to.
-            "KAPSA_CERT_DIR": f"{REGISTRY_AUTH}/certs" if request.registry_ca_key else "",
             "KAPSA_LOG_LINES": str(LOG_LINES),
         }
+        if request.registry_ca_key:
+            # buildah trusts the *.crt files of --cert-dir for the registry it talks to.
+            env["KAPSA_CERT_DIR"] = f"{REGISTRY_AUTH}/certs"
         volumes: list[dict[str, Any]] = [
             {
                 "name": "registry",

@@ -412,6 +412,8 @@ def project_with(change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
         "poll-interval-in-words",
         "ttl-with-a-space",
         "unknown-build-strategy",
+        "context-out-of-the-repository",
+        "dockerfile-absolute",
         "environment-name-not-a-dns-label",
         "port-zero",
         "url-too-long",
