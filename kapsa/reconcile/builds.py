@@ -33,6 +33,8 @@ REGISTRY_SECRET = "kapsa-registry"  # noqa: S105 (a Secret's name, not a passwor
 #: The key of that Secret holding the CA of a registry with a private one (--registry-ca-bundle).
 REGISTRY_CA_KEY = "ca.crt"
 ANNOTATION_REBUILD = "kapsa.io/rebuild"
+#: Finished Dockerfile builds whose outcome is remembered (the oldest forgotten first).
+FINISHED_KEPT = 4096
 
 
 def registry_credentials(ctx: Context, registry: JSON) -> RegistryCredentials | None:
@@ -181,5 +183,7 @@ class Builds:
             POD, namespace=job["metadata"]["namespace"], label_selector=f"controller-uid={uid}"
         ).get("items", [])
         result = self.dockerfile.result(job, pods[0] if pods else None)
+        if len(self._finished) >= FINISHED_KEPT:  # Jobs go after a day; so may their entries
+            del self._finished[next(iter(self._finished))]
         self._finished[uid] = result
         return result
