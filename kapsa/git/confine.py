@@ -24,7 +24,7 @@ import os
 import platform
 import tempfile
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,12 +104,12 @@ class Confinement:
     writable: tuple[Path, ...] = ()
 
     @classmethod
-    def for_git(cls, *, cache: Path, readable: Iterable[Path] = ()) -> Confinement:
+    def for_git(cls, *, cache: Path) -> Confinement:
         """What git needs: the system, the temporary directory (its HOME and credential files
         live there for one command) and the repository cache."""
         resolver = Path(os.path.realpath("/etc/resolv.conf")).parent
         return cls(
-            readable=(*(Path(p) for p in SYSTEM_READABLE), resolver, *readable),
+            readable=(*(Path(p) for p in SYSTEM_READABLE), resolver),
             writable=(Path("/dev"), Path(tempfile.gettempdir()), cache),
         )
 
@@ -118,6 +118,9 @@ class Confinement:
         handled = _ABI_1 | (_REFER if abi >= 2 else 0) | (_TRUNCATE if abi >= 3 else 0)
         attr = _RulesetAttr(handled_access_fs=handled)
         ruleset = _syscall(_CREATE_RULESET, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+        for path in self.writable:
+            # A rule needs its directory to exist, and a confined thread could not create it.
+            path.mkdir(parents=True, exist_ok=True)
         try:
             for path, access in self._rules():
                 self._allow(ruleset, path, access & handled)

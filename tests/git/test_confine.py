@@ -92,3 +92,22 @@ def test_an_unconfined_runner_calls_in_the_callers_thread() -> None:
     runner = GitRunner()
     assert not runner.confined
     assert runner(threading.get_ident) == threading.get_ident()
+
+
+def test_a_cache_outside_tmp_that_does_not_exist_yet_is_made_and_stays_writable(
+    git_server: GitServer, repo_name: str, secret_dir: Path
+) -> None:
+    """As in the operator's image: /var/cache/kapsa/git, created by the first build detection."""
+    cache = secret_dir / "cache" / "git"
+    runner = GitRunner(Confinement.for_git(cache=cache))
+    try:
+        runner.start()
+        commit = git_server.create_repo(repo_name, files={"Procfile": "web: sh serve.sh\n"})
+        url = validate_url(
+            git_server.url_for(repo_name), allow_insecure=True, allow_private_hosts=True
+        )
+        assert runner(detect_strategy, url, commit, cache_dir=cache) == "buildpacks"
+        assert any(cache.glob("*.git"))
+        assert runner(_read, secret_dir / "token").returncode != 0  # its sibling stays shut
+    finally:
+        runner.shutdown()
