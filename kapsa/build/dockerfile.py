@@ -25,10 +25,9 @@ from typing import Any
 from kapsa.build.base import BuildRequest, BuildResult
 from kapsa.machines import BuildState
 
-#: Where the Job mounts what it is given; the script reads nothing else.
+#: Where the Job mounts what it is given, as SCRIPT reads them (it reads nothing else).
 GIT_CREDENTIALS = "/kapsa/git"
 REGISTRY_AUTH = "/kapsa/registry"
-WORKSPACE = "/workspace"
 TERMINATION_LOG = "/dev/termination-log"
 #: The repository below a Project's own where buildah keeps the layers of its steps: a new
 #: pod starts with empty storage, so a step is reused only when its layer is in the registry.
