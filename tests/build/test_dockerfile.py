@@ -17,7 +17,10 @@ import pytest
 from kapsa.build import BuildRequest
 from kapsa.build.dockerfile import (
     CAPABILITIES,
+    GIT_CREDENTIALS,
+    REGISTRY_AUTH,
     SCRIPT,
+    TERMINATION_LOG,
     BuildahSettings,
     DockerfileBuilder,
     failure_message,
@@ -67,6 +70,18 @@ def test_every_flag_the_script_gives_buildah_is_one_buildah_documents(subcommand
     used = set(re.findall(r"--([a-z][a-z-]+)", command.group(1)))
     assert used, "no flags found"
     assert used <= _buildah_flags(subcommand), used - _buildah_flags(subcommand)
+
+
+def test_the_script_reads_what_the_job_mounts_where_it_mounts_it() -> None:
+    manifest = DockerfileBuilder(BuildahSettings(image="b")).manifest(
+        _request(git_secret="kapsa-git")
+    )
+    mounts = {m["name"]: m["mountPath"] for m in _container(manifest)["volumeMounts"]}
+    assert mounts == {"registry": REGISTRY_AUTH, "git": GIT_CREDENTIALS}
+    assert f"--authfile={REGISTRY_AUTH}/config.json" in SCRIPT
+    assert f"{GIT_CREDENTIALS}/password" in SCRIPT
+    assert f"{GIT_CREDENTIALS}/ssh-privatekey" in SCRIPT
+    assert f"--digestfile={TERMINATION_LOG}" in SCRIPT
 
 
 def test_the_script_parses_in_the_builder_images_shell(tmp_path: Path) -> None:
