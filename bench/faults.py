@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.faults
 
 Runs the fault tests (tests/e2e/test_faults.py, test_resilience.py, test_outages.py when
-present, test_fuzz.py, and the tenancy attacks of test_tenancy.py) against a fresh local
+present, test_fuzz.py, and the tenancy attacks of test_tenancy.py, of the HTTP listeners in
+tests/web and of RBAC in tests/deploy/test_install.py) against a fresh local
 control plane, reads the counts they print, and writes them to docs/benchmarks.md. A failing
 test fails this script: no count is reported from a run that did not pass.
 """
@@ -23,6 +24,9 @@ TESTS = [
     "tests/e2e/test_outages.py",
     "tests/e2e/test_fuzz.py",
     "tests/e2e/test_tenancy.py",
+    "tests/web/test_internal_auth.py",
+    "tests/web/test_webhooks.py",
+    "tests/deploy/test_install.py",
 ]
 KILLS = re.compile(r"^\.*([a-z-]+): (\d+) kills survived, (\d+) ledger rows, (\d+) lost$", re.M)
 FUZZ = re.compile(r"generated specs: (\d+) refused by the schema, (\d+) handled", re.M)

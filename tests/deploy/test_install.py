@@ -21,6 +21,7 @@ import yaml
 from kapsa.controlplane import ControlPlane
 from kapsa.k8s import resources
 from kapsa.registry.credentials import credentials_from_secret
+from tests.attacks import report_attack
 from tests.deploy.layout import (
     APPLIED_BUNDLES,
     APPLIED_EXAMPLES,
@@ -130,6 +131,7 @@ def test_the_service_account_is_refused_everything_it_does_not_need(
     ]
     answers = _answers(installed, REFUSED + elsewhere)
     assert {q: a for q, a in answers.items() if a != "no"} == {}
+    report_attack(9, f"{len(answers)} rights the operator does not need", refused_as="RBAC")
 
 
 def _contains(outer: Any, inner: Any) -> bool:

@@ -21,6 +21,7 @@ import yaml
 
 from kapsa.controlplane import ControlPlane
 from kapsa.sandbox.gitserver import GitServer
+from tests.attacks import report_attack
 from tests.deploy.layout import OPERATOR_MANIFEST
 from tests.e2e.harness import (
     SAMPLE_APP,
@@ -69,12 +70,6 @@ def operator_flags() -> list[str]:
     deployment = next(d for d in manifest if d and d["kind"] == "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     return [a for a in args if a.startswith(("--namespace-quota", "--container-"))]
-
-
-def _report(attack: int, what: str, *, refused_as: str) -> None:
-    """One line per attack tried, printed only after its test asserted that nothing leaked;
-    bench/faults.py counts them."""
-    print(f"\nattack {attack} {what}: refused as {refused_as}, nothing leaked")
 
 
 def _running(
@@ -182,7 +177,7 @@ def test_a_project_uses_only_secrets_of_its_namespace_or_shared_with_it_by_name(
             )
             leaked_rows = len(history(operator_ledger, name)) - rows
             assert (OTHER_TOKEN in seen, leaked_rows) == (False, 0)
-            _report(1, f"secretRef {ref['name']}", refused_as=reason)
+            report_attack(1, f"secretRef {ref['name']}", refused_as=reason)
 
         # The way back: no secretRef (a public repository) and the Project is Ready again.
         control_plane.kubectl(
@@ -254,7 +249,7 @@ def test_an_environment_cannot_claim_another_teams_project(
         assert get(control_plane, "-n", other_team, "deployments")["items"] == []
         assert history(operator_ledger, name) == rows
         for env_name, namespace in claims:
-            _report(2, f"Environment {namespace}/{env_name}", refused_as="ProjectMismatch")
+            report_attack(2, f"Environment {namespace}/{env_name}", refused_as="ProjectMismatch")
         summaries = status_of(control_plane, "project", name)["environments"]
         assert [e["name"] for e in summaries] == ["dev"]
         _assert_untouched(control_plane, name, commit=commit, version=version)
@@ -295,7 +290,7 @@ def test_a_url_that_cannot_be_parsed_gets_a_status_with_the_reason(
     )
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSource")
     assert "cannot be parsed" in ready["message"]
-    _report(4, "a bracketed host that raised ValueError", refused_as="InvalidSource")
+    report_attack(4, "a bracketed host that raised ValueError", refused_as="InvalidSource")
 
 
 def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
@@ -357,7 +352,9 @@ def test_a_project_cannot_outgrow_its_bounds_and_keeps_running(
     for owned in (quota, limits):
         assert owned["metadata"]["ownerReferences"][0]["uid"] == project["metadata"]["uid"]
     assert phase_of(control_plane, "-n", name, "environment", "dev") == "Running"
-    _report(6, "pollInterval 1ms, overflowing durations, 150 waiting previews", refused_as="clamp")
+    report_attack(
+        6, "pollInterval 1ms, overflowing durations, 150 waiting previews", refused_as="clamp"
+    )
 
 
 @pytest.mark.parametrize(
@@ -385,7 +382,7 @@ def test_a_project_never_takes_a_reserved_namespace(
     assert (namespace is not None) == existed
     if namespace is not None:
         assert not namespace["metadata"].get("ownerReferences")
-    _report(7, f"Project named {name}", refused_as="NamespaceReserved")
+    report_attack(7, f"Project named {name}", refused_as="NamespaceReserved")
 
 
 def test_a_repository_with_a_million_refs_is_refused_and_other_projects_keep_polling(
@@ -425,7 +422,7 @@ def test_a_repository_with_a_million_refs_is_refused_and_other_projects_keep_pol
     newer = git_server.commit(name, branch="main", files={"app.py": "print('newer')\n"})
     wait_for_commit(control_plane, name, "dev", newer, operator)
     assert newer != commit
-    _report(3, "10,001 branches", refused_as="ListingTooLarge")
+    report_attack(3, "10,001 branches", refused_as="ListingTooLarge")
 
 
 def test_a_project_cannot_push_to_another_projects_repository(
@@ -455,7 +452,9 @@ def test_a_project_cannot_push_to_another_projects_repository(
     # The owner's environment is untouched: same commit, same Deployment.
     assert status_of(control_plane, "-n", owner, "environment", "dev")["commit"] == commit
     assert _version(control_plane, owner, "deployment", "dev") == before
-    _report(10, f"build.repository apps/{owner} of another Project", refused_as="RepositoryTaken")
+    report_attack(
+        10, f"build.repository apps/{owner} of another Project", refused_as="RepositoryTaken"
+    )
 
 
 def test_the_operators_git_runs_where_it_cannot_open_the_token(
@@ -465,7 +464,7 @@ def test_the_operators_git_runs_where_it_cannot_open_the_token(
     (tests/git/test_confine.py shows what a confined git can and cannot open)."""
     _running(control_plane, git_server, operator, "confined")
     assert "git runs in Landlock-confined threads" in operator.log.read_text(errors="replace")
-    _report(9, "git opening the operator's API token", refused_as="Landlock")
+    report_attack(9, "git opening the operator's API token", refused_as="Landlock")
 
 
 def test_an_ssh_repository_without_pinned_host_keys_is_never_connected_to(
@@ -499,4 +498,4 @@ def test_an_ssh_repository_without_pinned_host_keys_is_never_connected_to(
         assert reachable["reason"] == "HostKeyUnknown"
         assert "known_hosts" in reachable["message"]
         assert connections == []
-    _report(5, "ssh without pinned host keys", refused_as="HostKeyUnknown")
+    report_attack(5, "ssh without pinned host keys", refused_as="HostKeyUnknown")

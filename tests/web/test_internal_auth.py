@@ -20,6 +20,7 @@ from kapsa.k8s.client import Kube
 from kapsa.ledger import Ledger
 from kapsa.web import WebServer
 from kapsa.web.auth import KubeAuthorizer
+from tests.attacks import report_attack
 from tests.ledger._factory import append_web_history
 from tests.plugins.cluster import Kubectl, service_account_token
 from tests.web.conftest import FakeOperator, serve
@@ -103,3 +104,5 @@ def test_only_callers_the_api_server_authorizes_read_metrics_and_history(
     assert "bearer token" in missing.json()["error"]
     # Probes stay open: kubelet sends no token.
     assert _get(guarded, "/healthz", None).status_code == 200
+    report_attack(8, "metrics and another team's history without the right", refused_as="Forbidden")
+    report_attack(8, "metrics with a forged or no token", refused_as="Unauthorized")

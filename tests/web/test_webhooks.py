@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from kapsa.web import WebServer
+from tests.attacks import report_attack
 from tests.web.conftest import TOKEN, FakeOperator
 
 
@@ -360,3 +361,4 @@ def test_forged_webhooks_read_the_token_once_not_once_each(
         forged = GITHUB.headers(body, delivery=f"forged-{index}", token=b"x" * 20)
         assert post(server, "web", body, forged).status_code == 401
     assert reads == ["web"]
+    report_attack(8, "20 forged webhooks", refused_as="Unauthorized")
