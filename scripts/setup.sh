@@ -9,6 +9,7 @@ kapsa_debian_packages=(
     git etcd-server golang-go rsync dpkg-dev golang-github-modern-go-reflect2-dev
     docker-registry apache2-utils postgresql openssl python3-venv graphviz
     containerd runc containernetworking-plugins iptables conntrack iproute2 procps busybox-static
+    buildah openssh-client
     gcc libc6-dev
 )
 
