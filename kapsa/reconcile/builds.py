@@ -8,6 +8,7 @@ already what it should be, so a reconcile in which nothing changed writes nothin
 from __future__ import annotations
 
 import base64
+import threading
 
 from kapsa import metrics
 from kapsa.api.naming import image_tag, slug
@@ -61,6 +62,7 @@ class Builds:
             )
         )
         self._finished: dict[str, BuildResult] = {}
+        self._lock = threading.Lock()
         self._strategies: dict[tuple[str, str], str] = {}
 
     def strategy(self, *, project: JSON, url: str, commit: str) -> str:
@@ -175,15 +177,18 @@ class Builds:
         Job never changes once Complete or Failed, and the Project reconciles often.
         """
         uid = job["metadata"]["uid"]
-        if uid in self._finished:
-            return self._finished[uid]
-        if self.dockerfile.result(job, None).state == BuildState.RUNNING:
-            return self.dockerfile.result(job, None)
+        with self._lock:
+            if uid in self._finished:
+                return self._finished[uid]
+        unfinished = self.dockerfile.result(job, None)
+        if unfinished.state == BuildState.RUNNING:
+            return unfinished
         pods = self.ctx.kube.list(
             POD, namespace=job["metadata"]["namespace"], label_selector=f"controller-uid={uid}"
         ).get("items", [])
         result = self.dockerfile.result(job, pods[0] if pods else None)
-        if len(self._finished) >= FINISHED_KEPT:  # Jobs go after a day; so may their entries
-            del self._finished[next(iter(self._finished))]
-        self._finished[uid] = result
+        with self._lock:
+            if len(self._finished) >= FINISHED_KEPT:  # Jobs go after a day; so may these
+                del self._finished[next(iter(self._finished))]
+            self._finished[uid] = result
         return result
