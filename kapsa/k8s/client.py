@@ -112,41 +112,45 @@ class Kube:
         content_type: str = "application/json",
         timeout: float = 30.0,
     ) -> JSON:
-        self.requests[method] = self.requests.get(method, 0) + 1
         headers = dict(self._headers)
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
+        response = self._send(
+            method, path, query=query, body=data, headers=headers, timeout=timeout
+        )
+        return _decode(response.status, response.data)
+
+    def text(self, path: str, *, query: Mapping[str, str] | None = None) -> str:
+        """A GET whose answer is text, not JSON: a container's log (`.../pods/<name>/log`)."""
+        response = self._send("GET", path, query=query, headers=self._headers, timeout=60.0)
+        if not 200 <= response.status < 300:
+            _decode(response.status, response.data)  # raises the API's error
+        return bytes(response.data).decode("utf-8", "replace")
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None,
+        headers: Mapping[str, str],
+        timeout: float,
+        body: bytes | None = None,
+    ) -> urllib3.BaseHTTPResponse:
+        self.requests[method] = self.requests.get(method, 0) + 1
         try:
-            response = self._pool.request(
+            return self._pool.request(
                 method,
                 self.host + path + (f"?{urlencode(query)}" if query else ""),
-                body=data,
-                headers=headers,
+                body=body,
+                headers=dict(headers),
                 timeout=urllib3.Timeout(connect=5.0, read=timeout),
                 retries=False,
             )
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(status=0, reason="Unreachable", message=str(error)) from error
-        return _decode(response.status, response.data)
-
-    def text(self, path: str, *, query: Mapping[str, str] | None = None) -> str:
-        """A GET whose answer is text, not JSON: a container's log (`.../pods/<name>/log`)."""
-        self.requests["GET"] = self.requests.get("GET", 0) + 1
-        try:
-            response = self._pool.request(
-                "GET",
-                self.host + path + (f"?{urlencode(query)}" if query else ""),
-                headers=self._headers,
-                timeout=urllib3.Timeout(connect=5.0, read=60.0),
-                retries=False,
-            )
-        except urllib3.exceptions.HTTPError as error:
-            raise ApiError(status=0, reason="Unreachable", message=str(error)) from error
-        if not 200 <= response.status < 300:
-            _decode(response.status, response.data)  # raises the API's error
-        return bytes(response.data).decode("utf-8", "replace")
 
     def stream(self, path: str, *, query: Mapping[str, str], timeout: float) -> Iterator[JSON]:
         """The events of one watch request, one JSON object per line."""
