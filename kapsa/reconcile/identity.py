@@ -41,6 +41,9 @@ def registry_ca(ctx: Context) -> str:
 class BuildIdentity:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # Read once: the flag names one file for the operator's life, and every Project's
+        # reconcile would otherwise read it again to see whether anything changed.
+        self._ca = registry_ca(ctx)
         self._done: dict[str, str] = {}
         self._lock = threading.Lock()
 
@@ -50,9 +53,7 @@ class BuildIdentity:
         ref = registry["spec"]["credentialsSecretRef"]
         push = ctx.secret(ref["name"], ref.get("namespace"))
         git = git_secret(ctx, project)  # refused before this point when not the Project's
-        key = "/".join(
-            [project["metadata"]["uid"], *(_version(s) for s in (push, git)), registry_ca(ctx)]
-        )
+        key = "/".join([project["metadata"]["uid"], *(_version(s) for s in (push, git)), self._ca])
         with self._lock:
             accounts = ctx.caches[SERVICE_ACCOUNT]
             if (
@@ -68,7 +69,7 @@ class BuildIdentity:
             if push.get("type") != "kubernetes.io/dockerconfigjson":
                 data = {".dockerconfigjson": _dockerconfig_from_basic(registry, data)}
             server = registry["spec"]["server"]
-            ca = registry_ca(ctx)
+            ca = self._ca
             ctx.kube.apply(
                 SECRET,
                 _copy(
