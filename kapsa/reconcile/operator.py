@@ -49,7 +49,7 @@ from kapsa.reconcile.project import ProjectReconciler, Result
 from kapsa.reconcile.queue import WorkQueue
 from kapsa.reconcile.recorder import LedgerCatchUp
 from kapsa.reconcile.sources import Sources
-from kapsa.reconcile.tenancy import webhook_token
+from kapsa.reconcile.tenancy import repositories_overlap, webhook_token
 from kapsa.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -153,10 +153,14 @@ class Operator:
             self.queue.add(("Environment", name, env["metadata"]["name"]))
         if event == "DELETED":
             self.scheduler.forget(name)
-            # A Project refused another's repository may take it now (tenancy.repository_owner).
-            registry = obj["spec"]["build"]["registryRef"]["name"]
+            # A Project refused this one's repository may take it now (repository_owner).
+            build = obj["spec"]["build"]
             for other in self.caches[PROJECT].items():
-                if other["spec"]["build"]["registryRef"]["name"] == registry:
+                theirs = other["spec"]["build"]
+                same_registry = theirs["registryRef"]["name"] == build["registryRef"]["name"]
+                if same_registry and repositories_overlap(
+                    theirs["repository"], build["repository"]
+                ):
                     self.queue.add(("Project", other["metadata"]["name"]))
         else:
             interval = parse_duration(

@@ -278,7 +278,8 @@ def _same_condition(status: JSON, *, reason: str, message: str) -> bool:
     )
 
 
-def _nested(one: str, other: str) -> bool:
+def repositories_overlap(one: str, other: str) -> bool:
+    """Whether one repository is the other or lies below it: then they are one Project's."""
     return one == other or one.startswith(other + "/") or other.startswith(one + "/")
 
 
@@ -292,6 +293,6 @@ def repository_owner(project: JSON, projects: list[JSON]) -> str | None:
             continue
         if other["spec"]["build"]["registryRef"]["name"] != build["registryRef"]["name"]:
             continue
-        if _nested(other["spec"]["build"]["repository"], build["repository"]):
+        if repositories_overlap(other["spec"]["build"]["repository"], build["repository"]):
             return str(other["metadata"]["name"])
     return None
